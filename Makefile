@@ -1,0 +1,27 @@
+# `make run` and `make test` bootstrap .venv on a fresh machine.
+# TORCH_SPEC pins the torch build CI tests with; on a CUDA box pass your own, e.g.
+#   make TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cu124"
+PY ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN = $(VENV)/bin
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install run test lint bench
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/cnnprobe train --preset quick
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check cnnprobe tui tests bench
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_engine.py

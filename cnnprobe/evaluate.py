@@ -1,0 +1,167 @@
+"""Evaluation: per-sample predictions, metrics, error-by-label, resolution and distractor sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cnnprobe.config import ConfigError, TaskConfig
+from cnnprobe.tasks import make_generator, make_task
+
+# The notebook's sweep: range(64, 256, 10), i.e. 64, 74, ..., 254.
+DEFAULT_RESOLUTIONS = tuple(range(64, 256, 10))
+DRAW_CHUNK = 256
+
+
+@dataclass
+class Evaluation:
+    """Per-sample results of one evaluation and the metrics over them."""
+
+    predictions: np.ndarray
+    labels: np.ndarray
+    metrics: dict[str, float]
+
+    @property
+    def errors(self) -> np.ndarray:
+        return np.abs(self.predictions - self.labels)
+
+    def describe(self) -> pd.DataFrame:
+        """pandas describe() of the predictions, as the notebook printed it."""
+        return pd.DataFrame({"prediction": self.predictions}).describe()
+
+    def error_by_label(self, bins: int = 20) -> pd.DataFrame:
+        return error_by_label(self.labels, self.errors, bins)
+
+
+def compute_metrics(predictions: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float]:
+    """MAE, RMSE, max error, R²; for count also exact-count accuracy after rounding."""
+    p = np.asarray(predictions, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    err = p - y
+    var = float(np.sum((y - y.mean()) ** 2))
+    metrics = {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "max_error": float(np.max(np.abs(err))),
+        # R² is undefined when every label is the same; report NaN rather than a made-up 0.
+        "r2": float(1 - np.sum(err**2) / var) if var > 0 else float("nan"),
+        "n": float(len(y)),
+    }
+    if task == "count":
+        metrics["accuracy"] = float(np.mean(np.round(p) == y))
+    return metrics
+
+
+def error_by_label(labels: np.ndarray, errors: np.ndarray, bins: int = 20) -> pd.DataFrame:
+    """Absolute error binned by label: the notebook's loss-vs-label scatter, summarised."""
+    labels = np.asarray(labels, dtype=np.float64)
+    lo, hi = float(labels.min()), float(labels.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+    which = np.clip(np.digitize(labels, edges[1:-1]), 0, bins - 1)
+    df = pd.DataFrame({"bin": which, "error": errors})
+    g = df.groupby("bin")["error"]
+    out = pd.DataFrame({"label_lo": edges[:-1], "label_hi": edges[1:]})
+    out["label_mid"] = (out.label_lo + out.label_hi) / 2
+    out["count"] = g.size().reindex(range(bins), fill_value=0).to_numpy()
+    out["mae"] = g.mean().reindex(range(bins)).to_numpy()
+    out["max_error"] = g.max().reindex(range(bins)).to_numpy()
+    return out
+
+
+def autocast_for(device: torch.device, amp: bool = True):
+    """bf16 autocast on CUDA; nothing on the CPU (where bf16 is slow and gains nothing)."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, task_cfg: TaskConfig, n: int, *, seed: int,
+            stream: str = "val", device: torch.device | str = "cpu", batch_size: int = 256,
+            distractors: int | None = None, region: str = "train", amp: bool = True
+            ) -> Evaluation:
+    """Run the model on n samples drawn from one seeded stream of the task.
+
+    The same seed and stream always give the same samples, so the validation set of a
+    run is fixed without holding it in memory.
+    """
+    device = torch.device(device)
+    task = make_task(task_cfg)
+    min_size = getattr(model, "min_size", 1)
+    if min(task_cfg.height, task_cfg.width) < min_size:
+        raise ConfigError("resolution", f"{task_cfg.height}x{task_cfg.width}",
+                          f"this model needs at least {min_size}x{min_size}")
+    g = make_generator(seed, device, stream)
+    was_training = model.training
+    model.eval()
+    preds, labels = [], []
+    done = 0
+    try:
+        while done < n:
+            # Draws come in fixed chunks, so the samples do not depend on batch_size.
+            batch = task.sample(min(DRAW_CHUNK, n - done), g, distractors=distractors,
+                                region=region)
+            for x in batch.images.split(batch_size):
+                with autocast_for(device, amp):
+                    preds.append(model(x).float())
+            labels.append(batch.targets)
+            done += len(batch)
+    finally:
+        model.train(was_training)
+    p = torch.cat(preds).cpu().numpy()
+    y = torch.cat(labels).cpu().numpy()
+    return Evaluation(p, y, compute_metrics(p, y, task_cfg.name))
+
+
+@dataclass
+class Sweep:
+    """One row of metrics per swept value, plus every sample behind them."""
+
+    table: pd.DataFrame
+    samples: pd.DataFrame
+
+
+def _sweep(model: torch.nn.Module, key: str, values: Iterable, configs: Iterable[TaskConfig],
+           distractor_counts: Iterable[int | None], n: int, seed: int, **kw) -> Sweep:
+    rows, samples = [], []
+    for value, cfg, k in zip(values, configs, distractor_counts, strict=True):
+        ev = predict(model, cfg, n, seed=seed, stream=f"sweep-{key}-{value}", distractors=k,
+                     **kw)
+        rows.append({key: value, **ev.metrics})
+        samples.append(pd.DataFrame({key: value, "label": ev.labels,
+                                     "prediction": ev.predictions, "error": ev.errors}))
+    return Sweep(pd.DataFrame(rows), pd.concat(samples, ignore_index=True))
+
+
+def resolution_sweep(model: torch.nn.Module, task_cfg: TaskConfig,
+                     resolutions: Iterable[int] = DEFAULT_RESOLUTIONS, *, n: int = 512,
+                     seed: int = 0, **kw) -> Sweep:
+    """MAE and friends of a trained model on square images of each resolution."""
+    resolutions = [int(r) for r in resolutions]
+    if not resolutions:
+        raise ConfigError("resolutions", resolutions, "at least one resolution")
+    min_size = getattr(model, "min_size", 1)
+    too_small = [r for r in resolutions if r < min_size]
+    if too_small:
+        raise ConfigError("resolutions", too_small, f"each at least {min_size} for this model")
+    cfgs = [replace(task_cfg, height=r, width=r) for r in resolutions]
+    for c in cfgs:
+        make_task(c)  # validate every size before spending time on any
+    return _sweep(model, "resolution", resolutions, cfgs, [None] * len(cfgs), n, seed, **kw)
+
+
+def distractor_sweep(model: torch.nn.Module, task_cfg: TaskConfig, max_distractors: int = 8, *,
+                     n: int = 512, seed: int = 0, **kw) -> Sweep:
+    """Metrics as 0..max_distractors extra objects are added at evaluation."""
+    if max_distractors < 0:
+        raise ConfigError("max_distractors", max_distractors, "an integer of at least 0")
+    ks = list(range(max_distractors + 1))
+    cfgs = [replace(task_cfg, eval_distractors=k) for k in ks]
+    for c in cfgs:
+        make_task(c)
+    return _sweep(model, "distractors", ks, cfgs, ks, n, seed, **kw)

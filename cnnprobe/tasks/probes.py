@@ -1,0 +1,154 @@
+"""The four probe tasks: distance, area, locate, count (encodings in docs/tasks.md)."""
+
+from __future__ import annotations
+
+import torch
+
+from cnnprobe.tasks.base import Batch, ProbeTask, Region, diagonal, new_images
+from cnnprobe.tasks.shapes import (
+    add_distractors,
+    centres,
+    draw_shapes,
+    place_boxes,
+    randint,
+    random_objects,
+)
+
+MAX_ROUNDS = 32  # redraws for the rare sample whose objects found no room
+GPU_ROUNDS = 8
+
+
+def _place_all(sizes_fn, batch: int, region: Region, g: torch.Generator, **kw
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Place every object of every sample, redrawing sizes for samples that did not fit."""
+    sizes, kinds = sizes_fn(batch)
+    active = torch.ones(sizes.shape[:2], dtype=torch.bool, device=sizes.device)
+    boxes, valid = place_boxes(sizes, active, region, g, **kw)
+    on_cpu = sizes.device.type == "cpu"
+    for _ in range(MAX_ROUNDS if on_cpu else GPU_ROUNDS):
+        bad = ~valid.all(1)
+        # On a GPU a fixed number of rounds runs without reading `bad` back (no host sync);
+        # each round leaves at most about a quarter of the failures of the one before.
+        if on_cpu and not bad.any():
+            return boxes, valid, kinds
+        sizes2, kinds2 = sizes_fn(batch)
+        boxes2, valid2 = place_boxes(sizes2, active, region, g, **kw)
+        boxes = torch.where(bad[:, None, None], boxes2, boxes)
+        valid = torch.where(bad[:, None], valid2, valid)
+        kinds = torch.where(bad[:, None], kinds2, kinds)
+    if not on_cpu:
+        return boxes, valid, kinds
+    raise RuntimeError("could not place the objects without overlap; use a larger image "
+                       "or a smaller task.object_max")
+
+
+class DistanceTask(ProbeTask):
+    """Two single pixels, A = +1 and B = -1; target: their Euclidean distance."""
+
+    name = "distance"
+    description = "distance between two marked pixels (+1 and -1)"
+
+    def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
+              out: torch.Tensor | None) -> Batch:
+        cfg = self.cfg
+        images = new_images(batch, cfg, g.device, out)
+        sizes = torch.ones(batch, 2, 2, dtype=torch.long, device=g.device)
+        active = torch.ones(batch, 2, dtype=torch.bool, device=g.device)
+        # Points are uniform and may coincide, as in the notebook (then B's -1 wins).
+        boxes, valid = place_boxes(sizes, active, region, g, overlap=True)
+        signal = images[:, 0]
+        add_distractors(signal, distractors, boxes, valid, region, 1, 1, g)
+        rows = torch.arange(batch, device=g.device)
+        signal[rows, boxes[:, 0, 1], boxes[:, 0, 0]] = 1.0
+        signal[rows, boxes[:, 1, 1], boxes[:, 1, 0]] = -1.0
+        d = (boxes[:, 0, :2] - boxes[:, 1, :2]).float()
+        target = torch.hypot(d[:, 0], d[:, 1])
+        if cfg.units == "normalized":
+            target = target / diagonal(cfg)
+        return Batch(images, target, boxes, valid)
+
+
+class AreaTask(ProbeTask):
+    """One filled axis-aligned rectangle; target: its area."""
+
+    name = "area"
+    description = "area of one filled rectangle"
+
+    def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
+              out: torch.Tensor | None) -> Batch:
+        cfg = self.cfg
+        bx0, bx1, by0, by1 = region.bounds
+
+        def sizes_fn(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            w = randint(1, bx1 - bx0, (b, 1), g)
+            h = randint(1, by1 - by0, (b, 1), g)
+            return torch.stack([w, h], -1), torch.zeros_like(w)
+
+        boxes, valid, _ = _place_all(sizes_fn, batch, region, g)
+        images = new_images(batch, cfg, g.device, out)
+        signal = images[:, 0]
+        add_distractors(signal, distractors, boxes, valid, region, cfg.object_min,
+                        cfg.object_max_px, g)
+        x0, y0, w, h = (boxes[:, 0, i, None, None] for i in range(4))
+        xs = torch.arange(cfg.width, device=g.device).view(1, 1, -1)
+        ys = torch.arange(cfg.height, device=g.device).view(1, -1, 1)
+        rect = (xs >= x0) & (xs < x0 + w) & (ys >= y0) & (ys < y0 + h)
+        signal.masked_fill_(rect, 1.0)
+        target = (boxes[:, 0, 2] * boxes[:, 0, 3]).float()
+        if cfg.units == "normalized":
+            target = target / (cfg.height * cfg.width)
+        return Batch(images, target, boxes, valid)
+
+
+class LocateTask(ProbeTask):
+    """Two filled shapes (disc or square, random size); target: distance between centres."""
+
+    name = "locate"
+    description = "find two shapes, then the distance between their centres"
+
+    def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
+              out: torch.Tensor | None) -> Batch:
+        cfg = self.cfg
+
+        def sizes_fn(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return random_objects(b, 2, cfg.object_min, cfg.object_max_px, g)
+
+        boxes, valid, kinds = _place_all(sizes_fn, batch, region, g)
+        images = new_images(batch, cfg, g.device, out)
+        signal = images[:, 0]
+        draw_shapes(signal, boxes, kinds, torch.ones(batch, 2, device=g.device), valid,
+                    cfg.object_max_px)
+        add_distractors(signal, distractors, boxes, valid, region, cfg.object_min,
+                        cfg.object_max_px, g)
+        c = centres(boxes)
+        d = c[:, 0] - c[:, 1]
+        target = torch.hypot(d[:, 0], d[:, 1])
+        if cfg.units == "normalized":
+            target = target / diagonal(cfg)
+        return Batch(images, target, boxes, valid)
+
+
+class CountTask(ProbeTask):
+    """N separate shapes, N uniform in [count_min, count_max]; target: N."""
+
+    name = "count"
+    description = "how many separate shapes there are"
+
+    def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
+              out: torch.Tensor | None) -> Batch:
+        cfg = self.cfg
+        k = cfg.count_max
+        n = randint(cfg.count_min, cfg.count_max, (batch,), g)
+        sizes, kinds = random_objects(batch, k, cfg.object_min, cfg.object_max_px, g)
+        active = torch.arange(k, device=g.device)[None, :] < n[:, None]
+        boxes, valid = place_boxes(sizes, active, region, g)
+        images = new_images(batch, cfg, g.device, out)
+        signal = images[:, 0]
+        draw_shapes(signal, boxes, kinds, torch.ones(batch, k, device=g.device), valid,
+                    cfg.object_max_px)
+        add_distractors(signal, distractors, boxes, valid, region, cfg.object_min,
+                        cfg.object_max_px, g)
+        # The target is what was drawn; config validation keeps density low enough that a
+        # slot finds no room only rarely, and then the label still matches the image.
+        target = valid.sum(1).float()
+        return Batch(images, target, boxes, valid)

@@ -1,0 +1,218 @@
+"""The training loop: read it top to bottom. Events go out to callbacks; a cancel flag comes in."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from cnnprobe.config import RunConfig, validate
+from cnnprobe.device import device_name, resolve_device
+from cnnprobe.evaluate import Evaluation, autocast_for, predict
+from cnnprobe.events import (
+    Callback,
+    Cancelled,
+    EvaluationEvent,
+    Failed,
+    Finished,
+    RunStarted,
+    StepEvent,
+    TrainState,
+)
+from cnnprobe.models import build_model, count_parameters
+from cnnprobe.tasks import make_generator, make_task, stream_seed
+
+LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
+
+
+class CancelFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class ResumeState:
+    """Where an earlier run stopped: enough to continue it exactly."""
+
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    generator_state: torch.Tensor
+    step: int
+    samples_seen: int
+    best_val_mae: float = math.inf
+
+
+@dataclass
+class RunResult:
+    """What a run produced, whether it finished, failed or was cancelled."""
+
+    config: RunConfig
+    status: str  # "finished", "failed" or "cancelled"
+    reason: str
+    steps_done: int
+    samples_seen: int
+    wall_time_s: float
+    device: str
+    device_name: str
+    model: nn.Module = field(repr=False)
+    optimizer: torch.optim.Optimizer = field(repr=False)
+    generator: torch.Generator = field(repr=False)
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: Evaluation | None = field(default=None, repr=False)
+    best_val_mae: float = math.inf
+
+
+def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    tr = cfg.train
+    params = [p for p in params if p.requires_grad]
+    if tr.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay)
+    kind = torch.optim.AdamW if tr.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=tr.lr, weight_decay=tr.weight_decay)
+
+
+def _uses_spatial_convs(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in model.modules())
+
+
+def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None,
+          *, resume: ResumeState | None = None,
+          init_model_state: dict[str, Any] | None = None) -> RunResult:
+    """Train one run. Raises ConfigError before starting; anything after becomes a failed run.
+
+    `resume` continues a stopped run (model, optimizer, data stream, step count);
+    `init_model_state` starts a new run from other weights (a fine-tune).
+    """
+    cfg = validate(config)
+    callbacks = list(callbacks)
+    tr = cfg.train
+    device = resolve_device(tr.device)
+    task = make_task(cfg.task)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
+        torch.manual_seed(stream_seed(tr.seed, "init"))
+        model = build_model(cfg.model, task.in_channels)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+    elif init_model_state is not None:
+        model.load_state_dict(init_model_state)
+    model.to(device)
+    channels_last = device.type == "cuda" and _uses_spatial_convs(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, model.parameters())
+    generator = make_generator(tr.seed, device, "train")
+    step, samples_seen, best = 0, 0, math.inf
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer_state)
+        generator.set_state(resume.generator_state.to("cpu"))
+        step, samples_seen, best = resume.step, resume.samples_seen, resume.best_val_mae
+    loss_fn = LOSSES[tr.loss]()
+    total = tr.total_steps
+    log_every = tr.log_every or (1 if device.type == "cpu" else 20)
+    result = RunResult(cfg, "running", "", step, samples_seen, 0.0, str(device),
+                       device_name(device), model, optimizer, generator, best_val_mae=best)
+
+    def emit(event: object) -> None:
+        for cb in callbacks:
+            cb(event)
+
+    def evaluate() -> Evaluation:
+        return predict(model, cfg.task, tr.val_size, seed=tr.seed, stream="val", device=device,
+                       batch_size=min(tr.batch_size, 512), amp=tr.amp,
+                       distractors=cfg.task.eval_distractor_count)
+
+    emit(RunStarted(total, step, str(device), result.device_name, count_parameters(model)))
+    start = time.perf_counter()
+    mark_t, mark_samples = start, samples_seen
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    last_eval: Evaluation | None = None
+    batches = task.stream(tr.batch_size, generator)
+    model.train()
+    try:
+        while step < total:
+            if cancel is not None and cancel.is_set():
+                result.status = "cancelled"
+                break
+            batch = next(batches)
+            x = batch.images
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_for(device, tr.amp):
+                pred = model(x)
+            loss = loss_fn(pred.float(), batch.targets)  # the loss stays in fp32
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            samples_seen += len(batch)
+            last_eval = None
+            loss_sum += loss.detach()
+            loss_count += 1
+
+            # Reading the loss back syncs a GPU, so it happens every log_every steps only.
+            if step % log_every == 0 or step == total:
+                mean_loss = (loss_sum / loss_count).item()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"loss became {mean_loss} at step {step}; "
+                                             "lower train.lr or use train.loss=huber")
+                now = time.perf_counter()
+                rate = (samples_seen - mark_samples) / max(now - mark_t, 1e-9)
+                mark_t, mark_samples = now, samples_seen
+                loss_sum.zero_()
+                loss_count = 0
+                row = {"step": step, "loss": mean_loss, "samples_per_s": rate,
+                       "elapsed_s": now - start}
+                result.train_history.append(row)
+                emit(StepEvent(step, total, mean_loss, rate, samples_seen, now - start))
+
+            if step % tr.eval_interval == 0 or step == total:
+                last_eval = evaluate()
+                is_best = last_eval.metrics["mae"] < best
+                best = min(best, last_eval.metrics["mae"])
+                result.val_history.append({"step": step, **last_eval.metrics})
+                state = TrainState(model, optimizer, generator, step, samples_seen, best)
+                emit(EvaluationEvent(step, dict(last_eval.metrics), is_best, state))
+        else:
+            result.status = "finished"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded, visible run
+        result.status = "failed"
+        result.reason = _reason(exc)
+    result.steps_done, result.samples_seen, result.best_val_mae = step, samples_seen, best
+
+    if result.status != "failed" and step > 0:
+        try:
+            result.evaluation = last_eval or evaluate()
+            result.final_metrics = dict(result.evaluation.metrics)
+            if cfg.task.split == "quadrant":
+                held = predict(model, cfg.task, tr.val_size, seed=tr.seed, stream="heldout",
+                               device=device, batch_size=min(tr.batch_size, 512), amp=tr.amp,
+                               distractors=cfg.task.eval_distractor_count, region="heldout")
+                result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
+        except Exception as exc:  # noqa: BLE001
+            result.status, result.reason = "failed", _reason(exc)
+    result.wall_time_s = time.perf_counter() - start
+
+    if result.status == "finished":
+        emit(Finished(result))
+    elif result.status == "cancelled":
+        emit(Cancelled(step, result))
+    else:
+        emit(Failed(result.reason, step, result))
+    return result
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the log and the store: CUDA out-of-memory gets its fix spelled out."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "CUDA out of memory: lower train.batch_size or the resolution"
+    if isinstance(exc, FloatingPointError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

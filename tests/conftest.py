@@ -1,0 +1,16 @@
+import pytest
+import torch
+
+# Two cores shared with other jobs: a second intra-op thread that gets descheduled makes
+# small matrix products ~1000x slower (measured), so tests use one.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny():
+    """A small, fast run config: 32x32 distance with seednet, a few steps on the CPU."""
+    from cnnprobe.config import RunConfig, TaskConfig, TrainConfig
+
+    return RunConfig(task=TaskConfig(name="distance", height=32, width=32),
+                     train=TrainConfig(batch_size=32, steps=20, eval_every=10, val_size=64,
+                                       lr=1e-3, device="cpu"))

@@ -1,0 +1,1 @@
+"""The Textual front end of cnnprobe (`cnnprobe-tui`); it only calls the engine."""
