@@ -19,11 +19,10 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from notebook_baseline import measure_dataset, train_model  # noqa: E402
+from notebook_baseline import make_net, measure_dataset, train_model  # noqa: E402
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig  # noqa: E402
 from cnnprobe.device import device_name, resolve_device  # noqa: E402
-from cnnprobe.models import build_model  # noqa: E402
 from cnnprobe.tasks import make_generator, make_task  # noqa: E402
 from cnnprobe.train import train  # noqa: E402
 
@@ -83,7 +82,7 @@ def bench_training(device: torch.device, steps: int) -> dict[str, float]:
     span = rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]
     ours = (rows[-1]["step"] - rows[0]["step"]) * BATCH / span
 
-    model = build_model(ModelConfig(name="seednet"), 3).to(device)
+    model = make_net(device)  # the notebook's own Net, not our faster seednet
     loader = DataLoader(measure_dataset((SIZE, SIZE), BATCH * (steps + 1)), batch_size=BATCH,
                         drop_last=True)
     train_model(loader, model, epochs=1, device=device, max_steps=1)

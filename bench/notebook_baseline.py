@@ -8,8 +8,61 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.optim as optim
 from torch.utils.data import Dataset
+
+
+class Net(nn.Module):
+    """The notebook's custom model, verbatim (with its fixed preconv weights set by `make_net`)."""
+
+    def __init__(self):
+        super(Net, self).__init__()  # noqa: UP008
+        self.preconv1 = nn.Conv2d(3, 2, 1)
+        self.fc1 = nn.Linear(4, 128)
+        self.fc2 = nn.Linear(128, 128)
+        self.fc3 = nn.Linear(128, 128)
+        self.fc4 = nn.Linear(128, 128)
+        self.fc5 = nn.Linear(128, 128)
+        self.fc6 = nn.Linear(128, 128)
+        self.fc7 = nn.Linear(128, 128)
+        self.fc8 = nn.Linear(128, 1)
+
+    def forward(self, x):
+        x = x.to(torch.float32)
+        x = self.preconv1(x)
+        x = x.view(x.shape[0], x.shape[1], -1)
+        x_max = x.max(axis=2)[0]
+        x_min = (-x).max(axis=2)[0]
+
+        x_max = (x_max - 1) * 128
+        x_min = (-x_min + 1) * 128
+
+        x = torch.cat((x_max, x_min), axis=-1)
+        x = F.elu(self.fc1(x))
+        x = F.elu(self.fc2(x))
+        x = F.elu(self.fc3(x))
+        x = F.elu(self.fc4(x))
+        x = F.elu(self.fc5(x))
+        x = F.elu(self.fc6(x))
+        x = F.elu(self.fc7(x))
+        x = self.fc8(x)
+
+        return torch.squeeze(x)
+
+
+def make_net(device="cpu"):
+    """Net with the notebook's hand-set preconv (net.preconv1.weight.data[...] = ...)."""
+    net = Net().to(device)
+    net.preconv1.weight.data[0, 0] = 1
+    net.preconv1.weight.data[0, 1] = 1
+    net.preconv1.weight.data[0, 2] = 0
+    net.preconv1.weight.data[1, 0] = 1
+    net.preconv1.weight.data[1, 1] = 0
+    net.preconv1.weight.data[1, 2] = 1
+    net.preconv1.bias.data[:] = 0
+    net.preconv1.requires_grad_ = False  # as in the notebook: this freezes nothing
+    return net
 
 
 class measure_dataset(Dataset):  # noqa: N801 - the notebook's name

@@ -131,8 +131,9 @@ def test_floats_per_pixel_tracks_what_autograd_keeps(name, options):
     model = build_model(cfg, 3).train()
     measured = _saved_floats_per_pixel(model, 64, 64)
     estimate = MODELS[name].floats_per_pixel(cfg)
-    # At least what autograd keeps, at most four times it: good enough to refuse a batch.
-    assert measured <= estimate <= 4 * measured, (measured, estimate)
+    # At least what autograd keeps, at most four times it plus the input batch (3) and one
+    # 2-channel temporary, which exist whatever autograd keeps: good enough to refuse a batch.
+    assert measured <= estimate <= 4 * measured + 5, (measured, estimate)
 
 
 # ---------------------------------------------------------------- seednet
@@ -494,10 +495,10 @@ def test_check_model_fits_refuses_a_batch_too_big_for_memory():
 def test_check_model_fits_uses_free_cuda_memory_when_cuda_is_there(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**30, 80 * 2**30))
-    # seednet at 128x128: 12 floats/px * 4 B * 16384 px = 0.75 MiB per sample.
-    check_model_fits(cfg_for("seednet"), TaskConfig(), batch_size=512)  # 384 MiB fits
+    # seednet at 128x128: 6 floats/px * 4 B * 16384 px = 0.375 MiB per sample.
+    check_model_fits(cfg_for("seednet"), TaskConfig(), batch_size=1024)  # 384 MiB fits
     with pytest.raises(ConfigError) as info:
-        check_model_fits(cfg_for("seednet"), TaskConfig(), batch_size=2048)  # 1.5 GiB doesn't
+        check_model_fits(cfg_for("seednet"), TaskConfig(), batch_size=4096)  # 1.5 GiB doesn't
     assert "1.0 GiB free GPU memory" in info.value.allowed
 
 
@@ -512,3 +513,18 @@ def test_check_model_fits_refuses_batch_of_one_where_batchnorm_cannot_train():
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
         model(torch.rand(1, 3, 32, 32))
     assert model(torch.rand(1, 3, 33, 32)).shape == (1,)
+
+
+def test_seednet_gradients_match_the_notebook_net():
+    """The fast extreme-pixel path must train exactly like the notebook's conv + max."""
+    ours = build_model(cfg_for("seednet"), 3)
+    ref = NotebookNet()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.cat([notebook_input(24, 20, (3, 5), (17, 21)), notebook_input(24, 20, (0, 0),
+                                                                              (19, 23))])
+    y = torch.tensor([5.0, 30.0])
+    for net in (ours, ref):
+        torch.nn.functional.l1_loss(net(x), y).backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
+    assert ours.preconv1.weight.grad.abs().sum() > 0  # the preconv really gets a gradient

@@ -30,15 +30,28 @@ def init_notebook_preconv(conv: nn.Conv2d) -> None:
 
 def marker_extremes(preconv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (x_max, x_min) as the notebook computed them: per-channel max of preconv(x)
-    and max of its negation (so x_min is minus the true minimum), each (B, 2)."""
-    y = preconv(x.float())
-    # reshape, not the notebook's view: same numbers, but also works on channels_last input.
-    y = y.reshape(y.shape[0], y.shape[1], -1)
-    # max(dim) rather than amax: on ties it sends the whole gradient to one pixel, as in the
-    # notebook, where amax would split it.
-    x_max = y.max(dim=2)[0]
-    x_min = (-y).max(dim=2)[0]
-    return x_max, x_min
+    and max of its negation (so x_min is minus the true minimum), each (B, 2).
+
+    Same numbers and gradients as `preconv` followed by `max(dim)`, computed faster: the
+    1x1 conv runs as one einsum without autograd to find each channel's extreme pixel, and
+    only those pixels go through the differentiable 1x1 conv again. A max sends its whole
+    gradient to the first maximal pixel (not amax's split on ties), and so does this. On a
+    CPU the plain conv and the backward of a full-image max (a fresh image-sized gradient)
+    cost about five times as much.
+    """
+    b, c = x.shape[:2]
+    flat = x.float().reshape(b, c, -1)
+    w = preconv.weight.view(preconv.out_channels, c)
+    with torch.no_grad():
+        y = torch.einsum("oc,bcn->bon", w, flat)  # (B, 2, HW); bias moves no extreme
+        at_max, at_min = y.argmax(2), y.argmin(2)  # first extreme pixel, as max(dim) picks
+
+    def conv_at(idx: torch.Tensor) -> torch.Tensor:
+        # (B, C, 2): the input pixel under each output channel's extreme.
+        px = flat.gather(2, idx[:, None, :].expand(b, c, idx.shape[1]))
+        return torch.einsum("oc,bco->bo", w, px) + preconv.bias
+
+    return conv_at(at_max), -conv_at(at_min)
 
 
 class SeedNet(ProbeModel):
@@ -121,7 +134,7 @@ def build_coordmlp(cfg: ModelConfig, in_channels: int) -> nn.Module:
     return CoordMLP()
 
 
-# Training memory per input pixel per sample, in fp32 values: the input (3), which the conv
-# keeps for its weight gradient, plus the short-lived preconv output (2), its negation (2)
-# and their gradients (4). Checked against saved-tensor hooks in tests/test_models.py.
-SEEDNET_FLOATS_PER_PIXEL = 12.0
+# Training memory per input pixel per sample, in fp32 values: the input (3) and the
+# short-lived preconv output (2) with slack for temporaries; autograd keeps only the
+# gathered extreme pixels. Checked against saved-tensor hooks in tests/test_models.py.
+SEEDNET_FLOATS_PER_PIXEL = 6.0
