@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -124,18 +125,28 @@ class Sweep:
 
     table: pd.DataFrame
     samples: pd.DataFrame
+    cancelled: bool = False  # stopped early: the rows so far only
 
 
 def _sweep(model: torch.nn.Module, key: str, values: Iterable, configs: Iterable[TaskConfig],
-           distractor_counts: Iterable[int | None], n: int, seed: int, **kw) -> Sweep:
-    rows, samples = [], []
+           distractor_counts: Iterable[int | None], n: int, seed: int, *,
+           cancel: Any = None, on_row: Callable[[dict], None] | None = None, **kw) -> Sweep:
+    """`cancel` (anything with is_set()) is checked before each value; `on_row` gets each row."""
+    rows, samples, cancelled = [], [], False
     for value, cfg, k in zip(values, configs, distractor_counts, strict=True):
+        if cancel is not None and cancel.is_set():
+            cancelled = True
+            break
         ev = predict(model, cfg, n, seed=seed, stream=f"sweep-{key}-{value}", distractors=k,
                      **kw)
         rows.append({key: value, **ev.metrics})
         samples.append(pd.DataFrame({key: value, "label": ev.labels,
                                      "prediction": ev.predictions, "error": ev.errors}))
-    return Sweep(pd.DataFrame(rows), pd.concat(samples, ignore_index=True))
+        if on_row is not None:
+            on_row(rows[-1])
+    columns = [key, "label", "prediction", "error"]
+    table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(columns=columns)
+    return Sweep(pd.DataFrame(rows), table, cancelled)
 
 
 def resolution_sweep(model: torch.nn.Module, task_cfg: TaskConfig,

@@ -49,6 +49,8 @@ class EvaluationEvent:
     metrics: dict[str, float]
     is_best: bool
     state: TrainState = field(repr=False, compare=False)
+    # The per-sample predictions behind the metrics (an evaluate.Evaluation).
+    evaluation: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

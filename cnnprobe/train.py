@@ -178,7 +178,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
                 best = min(best, last_eval.metrics["mae"])
                 result.val_history.append({"step": step, **last_eval.metrics})
                 state = TrainState(model, optimizer, generator, step, samples_seen, best)
-                emit(EvaluationEvent(step, dict(last_eval.metrics), is_best, state))
+                emit(EvaluationEvent(step, dict(last_eval.metrics), is_best, state, last_eval))
         else:
             result.status = "finished"
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded, visible run

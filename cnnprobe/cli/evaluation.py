@@ -1,0 +1,139 @@
+"""`cnnprobe eval` and `sweep`: a stored run's weights on other sizes, distractor counts
+or regions, without retraining."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cnnprobe.cli.tables import describe_table, frame_table, metrics_table, print_json
+from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.store import RunStore
+
+RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """'64,96,128', 'start:stop:step' (stop included when on the step), or a mix of both."""
+    values: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if ":" in part:
+                bits = [int(b) for b in part.split(":")]
+                if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] < 1):
+                    raise ValueError
+                start, stop, step = bits[0], bits[1], bits[2] if len(bits) == 3 else 1
+                values += range(start, stop + 1, step)
+            elif part:
+                values.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give sizes like 64,96,128 or start:stop:step like 64:256:16") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one size of 1 or more")
+    return values
+
+
+def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.runs import evaluate_run
+
+    run_id = store.resolve(args.run)
+    ev = evaluate_run(store, run_id, height=args.height or args.resolution,
+                      width=args.width or args.resolution, distractors=args.distractors,
+                      region=args.region, n=args.n, which=args.which, device=args.device,
+                      save=not args.no_save)
+    done = store.evaluations(run_id)[-1]["options"] if not args.no_save else {}
+    if args.json:
+        out = {"id": run_id, "options": done or {"which": args.which, "n": args.n,
+                                                 "region": args.region},
+               "metrics": ev.metrics}
+        if args.by_label:
+            out["error_by_label"] = ev.error_by_label(args.by_label).to_dict(orient="records")
+        print_json(out)
+        return 0
+    where = (f"{done['height']}x{done['width']}, {done['distractors']} distractors, "
+             f"{done['region']} region, {args.which} checkpoint (step {done['step']})"
+             if done else f"{args.which} checkpoint")
+    console.print(f"run {run_id[:8]} on {where}", highlight=False)
+    console.print(metrics_table(ev.metrics, "metrics"))
+    console.print(describe_table(ev))
+    if args.by_label:
+        console.print(frame_table(ev.error_by_label(args.by_label), "absolute error by label"))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.evaluate import DEFAULT_RESOLUTIONS
+    from cnnprobe.runs import sweep_run
+
+    run_id = store.resolve(args.run)
+    count = (len(args.resolutions or DEFAULT_RESOLUTIONS) if args.kind == "resolution"
+             else args.max_distractors + 1)
+    columns = (TextColumn(f"[bold]{args.kind} sweep"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[last]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=args.json, transient=True) as progress:
+        bar = progress.add_task("sweep", total=count, last="")
+
+        def on_row(row: dict) -> None:
+            progress.update(bar, advance=1,
+                            last=f"{args.kind} {row[args.kind]}: MAE {row['mae']:.4g}")
+
+        with first_ctrl_c_cancels(progress.console, "stopping after this size") as cancel:
+            sweep = sweep_run(store, run_id, args.kind, resolutions=args.resolutions,
+                              max_distractors=args.max_distractors, n=args.n, which=args.which,
+                              device=args.device, cancel=cancel, on_row=on_row)
+    if args.json:
+        print_json({"id": run_id, "kind": args.kind, "cancelled": sweep.cancelled,
+                    "table": sweep.table.to_dict(orient="records")})
+    else:
+        console.print(f"run {run_id[:8]}: {args.kind} sweep of the {args.which} checkpoint, "
+                      f"{args.n} samples each", highlight=False)
+        console.print(frame_table(sweep.table, f"{args.kind} sweep"))
+        console.print("stopped early: not saved" if sweep.cancelled else
+                      f"saved with run {run_id[:8]} (`cnnprobe show {run_id[:8]}`)")
+    return 130 if sweep.cancelled else 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("eval", parents=[common], help="evaluate a stored run again",
+                       description="Evaluate a stored run's weights on other task options "
+                                   "(size, distractors, region); nothing is retrained. The "
+                                   "metrics are kept with the run.")
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
+    p.add_argument("--height", type=int, help="image height (default: the run's)")
+    p.add_argument("--width", type=int, help="image width (default: the run's)")
+    p.add_argument("--distractors", type=int, metavar="K",
+                   help="extra objects in each image (default: the run's evaluation count)")
+    p.add_argument("--region", choices=("train", "heldout"), default="train",
+                   help="where objects are placed; heldout needs a quadrant-split run")
+    p.add_argument("--by-label", type=int, nargs="?", const=10, default=0, metavar="BINS",
+                   help="also show the error binned by label (default 10 bins)")
+    p.add_argument("--no-save", action="store_true", help="do not keep the metrics with the run")
+    _eval_flags(p, n=1024)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", parents=[common],
+                       help="metrics of a stored run across resolutions or distractor counts",
+                       description="Evaluate a stored run across resolutions or distractor "
+                                   "counts; the table and every sample are kept with the run.")
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--kind", choices=("resolution", "distractors"), default="resolution",
+                   help="what to sweep (default: resolution)")
+    p.add_argument("--resolutions", type=parse_resolutions, metavar="LIST",
+                   help="sizes: 64,96,128 or start:stop:step (default: 64:254:10, the "
+                        "notebook's)")
+    p.add_argument("--max-distractors", type=int, default=8, metavar="K",
+                   help="distractor sweep: 0..K extra objects (default: 8)")
+    _eval_flags(p, n=512)
+    p.set_defaults(func=cmd_sweep)
+
+
+def _eval_flags(p: argparse.ArgumentParser, n: int) -> None:
+    p.add_argument("--n", type=int, default=n, help=f"samples per evaluation (default: {n})")
+    p.add_argument("--which", choices=("best", "last"), default="best",
+                   help="the best (lowest validation MAE) or the last checkpoint (default: best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

@@ -1,0 +1,101 @@
+"""`cnnprobe export` and `compare`: runs as Markdown, JSON or CSV files, or side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnprobe.cli.tables import num, print_json
+from cnnprobe.export import FORMATS, comparison, export_comparison, export_run
+from cnnprobe.store import RunStore
+
+RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+
+
+def cmd_export(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    run_ids = list(dict.fromkeys(store.resolve(r) for r in args.runs))
+    if len(run_ids) > 1 and args.out and not args.out.endswith("/"):
+        from pathlib import Path
+
+        if not Path(args.out).is_dir():
+            from cnnprobe.config import ConfigError
+
+            raise ConfigError("--out", args.out, "a folder (ending in /) when exporting "
+                              "several runs")
+    written = []
+    for run_id in run_ids:
+        written += export_run(store, run_id, args.format, args.out, force=args.force)
+    if args.json:
+        print_json({"files": [str(p) for p in written]})
+    else:
+        for path in written:
+            console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    run_ids = list(dict.fromkeys(store.resolve(r) for r in args.runs))
+    if args.format or args.out:
+        written = export_comparison(store, run_ids, args.format or "md", args.out,
+                                    force=args.force)
+        if args.json:
+            print_json({"files": [str(p) for p in written]})
+        else:
+            console.print(f"wrote {written[0]}", highlight=False)
+        return 0
+    comp = comparison(store, run_ids)
+    if args.json:
+        print_json(comp)
+        return 0
+    runs = comp["runs"]
+    table = Table(title=f"{len(runs)} runs: settings that differ, then final metrics")
+    table.add_column("")
+    for r in runs:
+        table.add_column(f"{r['id'][:8]}\n{r['name']}", justify="right")
+    table.add_row("status", *(r["status"] for r in runs))
+    table.add_row("steps", *(str(r["steps_done"]) for r in runs))
+    for key in comp["differences"]:
+        table.add_row(key, *(num(r["config"][key]) for r in runs))
+    table.add_section()
+    for m in comp["metric_names"]:
+        table.add_row(f"[bold]{m}[/bold]", *(num(r["metrics"].get(m)) for r in runs))
+    table.add_row("[bold]best val mae[/bold]", *(num(r["best_val_mae"]) for r in runs))
+    console.print(table)
+    for kind, by_value in comp["sweep_mae"].items():
+        sweep = Table(title=f"{kind} sweep MAE")
+        sweep.add_column(kind, justify="right")
+        for r in runs:
+            sweep.add_column(r["id"][:8], justify="right")
+        for value in sorted(by_value, key=float):
+            sweep.add_row(value, *(num(by_value[value].get(r["id"])) for r in runs))
+        console.print(sweep)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("export", parents=[common], help="write run summaries to files",
+                       description="Write each run's summary (config, metrics, describe(), "
+                                   "sweeps, text plots; CSV: history, sweeps, predictions) to "
+                                   "exports/ or --out. Existing files are kept unless --force.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--format", choices=FORMATS, default="md", help="md, json or csv "
+                   "(default: md)")
+    _out_flags(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", parents=[common], help="runs side by side",
+                       description="Runs side by side: the settings that differ, then the "
+                                   "final metrics (and sweep MAEs). With --format or --out, "
+                                   "written to a file instead.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--format", choices=FORMATS, help="write the table as md, json or csv")
+    _out_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+
+def _out_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", metavar="PATH",
+                   help="a file, or a folder (existing, or ending in /); default: exports/")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")

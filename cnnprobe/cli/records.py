@@ -1,0 +1,207 @@
+"""`cnnprobe runs`, `show`, `rm`, `tag` and `note`: looking at and tidying stored runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnprobe.cli.tables import (
+    ago,
+    duration,
+    frame_table,
+    metrics_table,
+    num,
+    print_json,
+    record_json,
+    runs_table,
+    status_text,
+)
+from cnnprobe.config import RunConfig
+from cnnprobe.store import STATUSES, RunStore, StoreError
+
+RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+
+
+def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    records = store.list_runs(task=args.task, model=args.model, status=args.status,
+                              tag=args.tag, limit=args.limit)
+    if args.json:
+        print_json([record_json(r) for r in records])
+    elif not records:
+        console.print(f"no runs in {store.path}" + (" match" if any(
+            (args.task, args.model, args.status, args.tag)) else " yet: `cnnprobe train`"))
+    else:
+        console.print(runs_table(records, f"runs in {store.path} (newest first)"))
+    return 0
+
+
+def _config_lines(config: RunConfig) -> list[str]:
+    """Settings that differ from the defaults, one line per section."""
+    default, actual = RunConfig().to_dict(), config.to_dict()
+    lines = []
+    for section, values in actual.items():
+        changed = [f"{k}={num(v)}" for k, v in values.items() if default[section][k] != v]
+        lines.append(f"[bold]{section}[/bold]: " + (", ".join(changed) or "defaults"))
+    return lines
+
+
+def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    run_id = store.resolve(args.run)
+    rec = store.get(run_id)
+    if args.json:
+        from cnnprobe.export import run_summary
+
+        summary = run_summary(store, run_id)
+        summary.pop("predictions")  # per-sample arrays: `cnnprobe export --format json`
+        for sweep in summary["sweeps"].values():
+            sweep.pop("samples")
+        print_json(summary)
+        return 0
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    v = rec.versions
+    for label, value in (
+            ("id", rec.id), ("name", rec.name), ("status", status_text(rec)),
+            ("reason", rec.reason), ("kind", rec.kind + (f" of {rec.parent_id}"
+                                                         if rec.parent_id else "")),
+            ("tags", ", ".join(rec.tags)), ("note", rec.note),
+            ("created", ago(rec.created_at)), ("finished", ago(rec.finished_at)),
+            ("steps", f"{rec.steps_done} of {rec.total_steps}, {rec.samples_seen:,} samples, "
+                      f"{duration(rec.wall_time_s)}"),
+            ("resumed at step", ", ".join(map(str, rec.resumed_at))),
+            ("device", f"{rec.device} ({rec.device_name})" if rec.device else ""),
+            ("parameters", f"{rec.parameters:,}" if rec.parameters else ""),
+            ("code", f"cnnprobe {v.get('cnnprobe', '?')}, torch {v.get('torch', '?')}, "
+                     f"torchvision {v.get('torchvision', '?')}"
+                     + (f", commit {v['git_commit'][:12]}" if v.get("git_commit") else "")),
+            ("warning", rec.config_warning)):
+        if value:
+            info.add_row(label, str(value))
+    console.print(info)
+    for line in _config_lines(rec.config):
+        console.print(line, highlight=False)
+    if rec.metrics:
+        console.print(metrics_table(rec.metrics, "final metrics"))
+    elif rec.best_val_mae is not None:
+        console.print(f"best validation MAE so far: {num(rec.best_val_mae)}")
+    for info_row in store.sweeps(run_id):
+        sweep = store.sweep(run_id, info_row["kind"])
+        console.print(frame_table(sweep.table, f"{info_row['kind']} sweep "
+                                               f"({info_row['options'].get('which')} "
+                                               f"checkpoint, {ago(info_row['created_at'])})"))
+    evals = store.evaluations(run_id)
+    if evals:
+        table = Table(title="re-evaluations")
+        for col in ("when", "checkpoint", "size", "distractors", "region", "n", "MAE", "R²"):
+            table.add_column(col)
+        for e in evals:
+            o, m = e["options"], e["metrics"]
+            table.add_row(ago(e["created_at"], short=True), f"{o.get('which')} @ {o.get('step')}",
+                          f"{o.get('height')}x{o.get('width')}", str(o.get("distractors")),
+                          str(o.get("region")), str(o.get("n")), num(m.get("mae")),
+                          num(m.get("r2")))
+        console.print(table)
+    files = [f"{w} (step {_ckpt_step(store, run_id, w)})"
+             for w in ("last", "best") if store.checkpoint_path(run_id, w).is_file()]
+    console.print("checkpoints: " + (", ".join(files) if files else "none"), highlight=False)
+    children = store.list_runs(parent_id=run_id)
+    if children:
+        console.print(runs_table(children, "fine-tuned from this run"))
+    return 0
+
+
+def _ckpt_step(store: RunStore, run_id: str, which: str) -> str:
+    try:
+        return str(store.load_checkpoint(run_id, which).step)
+    except StoreError:
+        return "unreadable"
+
+
+def cmd_rm(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    records = [store.get(store.resolve(r)) for r in args.runs]  # all found before any goes
+    for rec in records:
+        if rec.status == "running":
+            raise StoreError(f"run {rec.short_id} is still running (pid {rec.pid} on "
+                             f"{rec.host}): stop it first")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StoreError("refusing to delete without confirmation: pass --yes")
+        names = ", ".join(f"{r.short_id} ({r.name}, {r.status})" for r in records)
+        answer = console.input(f"delete {names} and its files? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("nothing deleted")
+            return 1
+    for rec in records:
+        store.delete(rec.id)
+        console.print(f"deleted run {rec.id} ({rec.name})", highlight=False)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    run_id = store.resolve(args.run)
+    tags = store.get(run_id).tags
+    tags = ([t for t in tags if t not in args.tags] if args.remove
+            else tags + [t for t in args.tags if t not in tags])
+    store.set_tags(run_id, tags)
+    tags = store.get(run_id).tags
+    if args.json:
+        print_json({"id": run_id, "tags": tags})
+    else:
+        console.print(f"run {run_id[:8]} tags: {', '.join(tags) or '(none)'}", highlight=False)
+    return 0
+
+
+def cmd_note(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    run_id = store.resolve(args.run)
+    if args.text is not None:
+        store.set_note(run_id, args.text)
+    if args.name is not None:
+        store.rename(run_id, args.name)
+    rec = store.get(run_id)
+    if args.json:
+        print_json({"id": run_id, "name": rec.name, "note": rec.note})
+    else:
+        console.print(f"run {run_id[:8]} ({rec.name}): {rec.note or '(no note)'}",
+                      highlight=False)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("runs", parents=[common], help="list stored runs, newest first",
+                       description="List the runs in the store, newest first.")
+    p.add_argument("--task", help="only runs of this task")
+    p.add_argument("--model", help="only runs of this model")
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    p.add_argument("--tag", help="only runs with this tag")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", parents=[common], help="one run: record, metrics, sweeps",
+                       description="Show a run's record, configuration, final metrics, sweeps "
+                                   "and re-evaluations.")
+    p.add_argument("run", help=RUN_HELP)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("rm", parents=[common], help="delete runs and their files",
+                       description="Delete runs with their history and checkpoints.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("tag", parents=[common], help="add (or --remove) tags on a run",
+                       description="Add tags to a run, or remove them with --remove.")
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("tags", nargs="+", metavar="TAG", help="one word each")
+    p.add_argument("--remove", action="store_true", help="remove these tags instead")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("note", parents=[common], help="show or set a run's note (and name)",
+                       description="Show a run's note, or set it (an empty TEXT clears it).")
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("text", nargs="?", help="the new note")
+    p.add_argument("--name", help="also rename the run")
+    p.set_defaults(func=cmd_note)

@@ -1,0 +1,184 @@
+"""`cnnprobe train`, `resume` and `finetune`: a run trained with a progress bar, recorded
+in the store. The first Ctrl-C stops at the next step and keeps the run (cancelled, with
+a checkpoint to resume from); a second one aborts."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cnnprobe.cli.flags import add_config_flags, config_from_args
+from cnnprobe.cli.tables import metrics_table, print_json
+from cnnprobe.config import validate
+from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from cnnprobe.store import RunStore
+
+Start = Callable[[list, threading.Event, Callable[[str], None]], tuple]
+
+
+@contextmanager
+def first_ctrl_c_cancels(console: Console, what: str = "stopping at the next step"
+                         ) -> Iterator[threading.Event]:
+    """A cancel flag the first Ctrl-C sets; the second raises KeyboardInterrupt."""
+    cancel = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        console.log(f"{what} (Ctrl-C again to abort)")
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train_with_progress(args: argparse.Namespace, console: Console, store: RunStore,
+                        label: str, start: Start) -> int:
+    """Run `start(callbacks, cancel, on_created)` under a progress bar; report the result."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    quiet = args.json or args.quiet
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        bar = progress.add_task(label, total=None, loss="-", rate="")
+
+        def on_created(run_id: str) -> None:
+            console.print(f"run [bold]{run_id}[/bold] recording into {store.root}",
+                          highlight=False)
+
+        def on_event(ev: object) -> None:
+            if isinstance(ev, RunStarted):
+                progress.update(bar, total=ev.total_steps, completed=ev.start_step)
+                progress.console.log(f"device {ev.device} ({ev.device_name}), "
+                                     f"{ev.parameters:,} parameters")
+            elif isinstance(ev, StepEvent):
+                progress.update(bar, completed=ev.step, loss=f"{ev.loss:.4g}",
+                                rate=f"{ev.samples_per_s:,.0f} samples/s")
+            elif isinstance(ev, EvaluationEvent) and not quiet:
+                progress.console.log(f"step {ev.step}: val MAE {ev.metrics['mae']:.4g}, "
+                                     f"R² {ev.metrics['r2']:.3f}")
+
+        with first_ctrl_c_cancels(progress.console) as cancel:
+            try:
+                run_id, result = start([on_event], cancel, on_created)
+            except KeyboardInterrupt:
+                console.print("aborted: the run is marked interrupted; `cnnprobe resume` "
+                              "continues it from its last checkpoint")
+                return 130
+    cfg = result.config
+    if args.json:
+        print_json({"id": run_id, "status": result.status, "reason": result.reason,
+                    "steps": result.steps_done, "samples_seen": result.samples_seen,
+                    "wall_time_s": result.wall_time_s, "device": result.device,
+                    "metrics": result.final_metrics, "config": cfg.to_dict()})
+    else:
+        console.print(f"{cfg.task.name}/{cfg.model.name} at {cfg.task.height}x"
+                      f"{cfg.task.width}: {result.status} after {result.steps_done} steps, "
+                      f"{result.wall_time_s:.1f}s", highlight=False)
+        if result.final_metrics:
+            console.print(metrics_table(result.final_metrics, "final metrics"))
+        if result.evaluation is not None:
+            console.print(result.evaluation.describe().T.to_string(float_format="%.4g"))
+    console.print(f"run [bold]{run_id}[/bold] {result.status}", highlight=False)
+    if result.status == "failed":
+        console.print(f"[red]run failed:[/red] {result.reason}", highlight=False)
+        return 1
+    return 130 if result.status == "cancelled" else 0
+
+
+def cmd_train(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.runs import train_run
+
+    cfg = validate(config_from_args(args))  # a bad value stops here, before any bar
+    return train_with_progress(
+        args, console, store, f"{cfg.task.name}/{cfg.model.name}",
+        lambda cbs, cancel, created: train_run(store, cfg, cbs, cancel, name=args.name,
+                                               tags=args.tag, note=args.note,
+                                               on_created=created))
+
+
+def cmd_resume(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.runs import resume_run
+
+    run_id = store.resolve(args.run)
+    rec = store.get(run_id)
+
+    def start(cbs: list, cancel: threading.Event, created: Callable[[str], None]) -> tuple:
+        console.print(f"run [bold]{run_id}[/bold] ({rec.name}) resumes from its last "
+                      f"checkpoint for {args.steps} more steps", highlight=False)
+        return resume_run(store, run_id, args.steps, cbs, cancel, device=args.device)
+
+    return train_with_progress(args, console, store, f"{rec.name} (resumed)", start)
+
+
+def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.runs import finetune_run
+
+    run_id = store.resolve(args.run)
+    rec = store.get(run_id)
+    height = args.height or args.resolution or rec.config.task.height
+    width = args.width or args.resolution or rec.config.task.width
+    return train_with_progress(
+        args, console, store, f"{rec.name} -> {height}x{width}",
+        lambda cbs, cancel, created: finetune_run(
+            store, run_id, height=height, width=width, steps=args.steps, lr=args.lr,
+            callbacks=cbs, cancel=cancel, which=args.which, name=args.name, tags=args.tag,
+            device=args.device, on_created=created))
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("train", parents=[common], help="train a model on a probe task (recorded)",
+                       description="Train a model on a probe task; the run is recorded in "
+                                   "the store with its history and checkpoints.")
+    add_config_flags(p)
+    _run_flags(p)
+    p.add_argument("--note", default="", help="a free-text note kept with the run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", parents=[common], help="continue a stored run for more steps",
+                       description="Continue a run from its last checkpoint (optimizer and "
+                                   "data stream included); the same record goes on.")
+    p.add_argument("run", help="run id (a unique prefix is enough), name, or 'latest'")
+    p.add_argument("--steps", type=int, required=True, help="how many more steps to train")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("finetune", parents=[common],
+                       help="train a stored run further at another size, as a new run",
+                       description="Start a new run from a stored run's weights at another "
+                                   "resolution (the notebook's 128 -> 300); it records its "
+                                   "parent. The optimizer starts fresh.")
+    p.add_argument("run", help="run id (a unique prefix is enough), name, or 'latest'")
+    p.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
+    p.add_argument("--height", type=int, help="image height (default: the run's)")
+    p.add_argument("--width", type=int, help="image width (default: the run's)")
+    p.add_argument("--steps", type=int, required=True, help="training steps of the new run")
+    p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
+    p.add_argument("--which", choices=("best", "last"), default="best",
+                   help="start from the best or the last checkpoint (default: best)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
+    _run_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="a name for the run (default: task-model-size)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="tag the run (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")

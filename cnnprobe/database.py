@@ -1,0 +1,141 @@
+"""One SQLite file shared by threads and processes: connections, transactions, errors.
+
+Each thread gets its own connection (the TUI calls the store from worker threads and the
+UI thread); writes are short BEGIN IMMEDIATE transactions that wait up to `timeout`
+seconds for another writer instead of failing. Every sqlite3 error leaves as a one-line
+StoreError that says what to do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from cnnprobe import schema
+
+DB_NAME = "cnnprobe.db"
+_Self = TypeVar("_Self", bound="StoreDatabase")
+
+
+class StoreError(Exception):
+    """A store, run or file problem a user can fix; the message is one line saying how."""
+
+
+class StoreDatabase:
+    """The store's SQLite index under `root`, created or migrated to the latest schema."""
+
+    def __init__(self, root: str | Path, *, timeout: float = 30.0):
+        self.root = Path(root)
+        self.path = self.root / DB_NAME
+        self.timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store {self.root} is a file, not a folder: pass --store DIR")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store folder {self.root} ({exc.strerror}): "
+                             "pass --store DIR") from exc
+        with self._sql():
+            self._open_schema()
+
+    # -- connections and errors
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = FULL")  # a finished run stays finished
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        low = text.lower()
+        if "not a database" in low or "encrypted" in low or "no such table" in low:
+            return StoreError(f"{self.path} is not a cnnprobe store ({text}): move it away or "
+                              "pass --store DIR")
+        if "locked" in low or "busy" in low:
+            return StoreError(f"{self.path} is locked by another process (waited "
+                              f"{self.timeout:g}s): try again when it is done, or pass --store DIR")
+        if "readonly" in low or "read-only" in low:
+            return StoreError(f"{self.path} is read-only: fix its permissions or pass --store DIR")
+        if "unable to open" in low:
+            return StoreError(f"cannot open {self.path} ({text}): check the folder's "
+                              "permissions or pass --store DIR")
+        if "malformed" in low or "i/o error" in low:
+            return StoreError(f"{self.path} is damaged ({text}): restore it from a backup "
+                              "or pass --store DIR")
+        return StoreError(f"store {self.path}: {text}")
+
+    @contextmanager
+    def _sql(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; another writer makes it wait, not fail."""
+        with self._sql():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._sql():
+            return self._conn().execute(sql, args).fetchall()
+
+    def _open_schema(self) -> None:
+        conn = self._conn()
+        version, app, has_tables = schema.version_of(conn)
+        if app not in (0, schema.APPLICATION_ID) or (has_tables and app == 0):
+            raise StoreError(f"{self.path} is not a cnnprobe store (another program's "
+                             "database): move it away or pass --store DIR")
+        if version > schema.latest_version():
+            raise StoreError(f"{self.path} was written by a newer cnnprobe (schema {version}, "
+                             f"this one reads up to {schema.latest_version()}): upgrade "
+                             "cnnprobe or pass --store DIR")
+        conn.execute("PRAGMA journal_mode = WAL")
+        if version < schema.latest_version():
+            if version > 0:  # keep the old file until the migration is known good
+                backup = sqlite3.connect(self.root / f"{DB_NAME}.v{version}.bak")
+                with backup:
+                    conn.backup(backup)
+                backup.close()
+            schema.migrate(conn)
+
+    @property
+    def schema_version(self) -> int:
+        return self._read("PRAGMA user_version")[0][0]
+

@@ -1,0 +1,211 @@
+"""Stored runs as one verb each: train, evaluate, sweep, resume, fine-tune.
+
+The CLI and the TUI both call these. Weights always come from the run's own checkpoint,
+so a stored run built on ImageNet weights evaluates and continues without the download
+cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from cnnprobe.config import ConfigError, RunConfig, validate
+from cnnprobe.device import resolve_device
+from cnnprobe.evaluate import (
+    DEFAULT_RESOLUTIONS,
+    Evaluation,
+    Sweep,
+    distractor_sweep,
+    predict,
+    resolution_sweep,
+)
+from cnnprobe.events import Callback
+from cnnprobe.history import SWEEP_KINDS
+from cnnprobe.models import build_model
+from cnnprobe.store import Checkpoint, RunStore, StoreError
+from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
+
+REGIONS = ("train", "heldout")
+
+
+def _from_checkpoint(cfg: RunConfig) -> RunConfig:
+    """The config to build a model whose weights come from a checkpoint: no download."""
+    return replace(cfg, model=replace(cfg.model, pretrained=False, weights_path=None))
+
+
+def load_model(store: RunStore, run_id: str, which: str = "best",
+               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
+    """A stored run's model in eval mode on `device`, and the checkpoint it came from.
+
+    StoreError when the checkpoint is missing, unreadable or no longer builds a model.
+    """
+    ckpt = store.load_checkpoint(run_id, which)
+    try:
+        model = build_model(_from_checkpoint(ckpt.config).model, ckpt.config.task.in_channels)
+        model.load_state_dict(ckpt.model_state)
+    except (ConfigError, RuntimeError, KeyError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StoreError(f"checkpoint {ckpt.path} no longer builds a model ({first[:200]}); "
+                         "this cnnprobe's models differ from the one that trained it") from exc
+    return model.to(device).eval(), ckpt
+
+
+def _train_recorded(store: RunStore, run_id: str, config: RunConfig, callbacks: list[Callback],
+                    cancel: CancelFlag | None, *, new_run: bool, **kw: Any) -> RunResult:
+    try:
+        return train(config, callbacks, cancel, **kw)
+    except ConfigError:
+        if new_run:  # refused before a single step (e.g. weights missing): nothing to keep
+            store.delete(run_id, force=True)
+        else:
+            store.set_status(run_id, "failed", "could not start: see the error it printed")
+        raise
+    except BaseException as exc:  # Ctrl-C twice, or the store itself failing
+        reason = ("stopped by Ctrl-C" if isinstance(exc, KeyboardInterrupt)
+                  else f"{type(exc).__name__}: {exc}".splitlines()[0])
+        try:
+            store.set_status(run_id, "interrupted", reason)
+        except StoreError:
+            pass  # the store is what failed; the run shows as interrupted once its pid is gone
+        raise
+
+
+def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] = (),
+              cancel: CancelFlag | None = None, *, name: str | None = None,
+              tags: Sequence[str] = (), note: str = "", parent_id: str | None = None,
+              kind: str = "train", init_model_state: dict[str, Any] | None = None,
+              on_created: Callable[[str], None] | None = None) -> tuple[str, RunResult]:
+    """Create a run record, train with the store's recorder listening, return (id, result).
+
+    A config error raises ConfigError before anything is recorded; `on_created` hears the
+    new run's id before training starts.
+    """
+    cfg = validate(config)
+    run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
+                              kind=kind)
+    if on_created is not None:
+        on_created(run_id)
+    # The recorder first: when another listener hears Finished, the store already says so.
+    listeners = [store.recorder(run_id, config=cfg), *callbacks]
+    return run_id, _train_recorded(store, run_id, cfg, listeners, cancel, new_run=True,
+                                   init_model_state=init_model_state)
+
+
+def _check_n(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError("n", n, "an integer of at least 1")
+
+
+def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
+                 width: int | None = None, distractors: int | None = None,
+                 region: str = "train", n: int = 1024, which: str = "best",
+                 device: str = "auto", save: bool = True) -> Evaluation:
+    """Evaluate a stored run's weights again, on other task options; nothing is retrained.
+
+    Unchanged options with n = val_size and which="last" reproduce the run's final
+    validation. With `save`, the metrics are kept with the run (`store.evaluations`).
+    """
+    _check_n(n)
+    if region not in REGIONS:
+        raise ConfigError("region", region, f"one of {', '.join(REGIONS)}")
+    dev = resolve_device(device)
+    model, ckpt = load_model(store, run_id, which, dev)
+    cfg = ckpt.config
+    task = replace(cfg.task, height=height or cfg.task.height, width=width or cfg.task.width)
+    if distractors is not None:
+        task = replace(task, eval_distractors=distractors)
+    ev = predict(model, task, n, seed=cfg.train.seed,
+                 stream="heldout" if region == "heldout" else "val", device=dev,
+                 batch_size=min(cfg.train.batch_size, 512), amp=cfg.train.amp,
+                 distractors=task.eval_distractor_count, region=region)
+    if save:
+        store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
+                                       "width": task.width,
+                                       "distractors": task.eval_distractor_count,
+                                       "region": region, "n": n}, ev.metrics)
+    return ev
+
+
+def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
+              resolutions: Sequence[int] | None = None, max_distractors: int = 8,
+              n: int = 512, which: str = "best", device: str = "auto",
+              cancel: CancelFlag | None = None,
+              on_row: Callable[[dict], None] | None = None) -> Sweep:
+    """Resolution or distractor sweep of a stored run; the result is saved with the run.
+
+    `on_row` hears each value's metrics as it is done; a cancelled sweep returns the rows
+    so far (`Sweep.cancelled`) and is not saved.
+    """
+    if kind not in SWEEP_KINDS:
+        raise ConfigError("kind", kind, f"one of {', '.join(SWEEP_KINDS)}")
+    _check_n(n)
+    dev = resolve_device(device)
+    model, ckpt = load_model(store, run_id, which, dev)
+    cfg = ckpt.config
+    kw = {"n": n, "seed": cfg.train.seed, "device": dev, "amp": cfg.train.amp,
+          "batch_size": min(cfg.train.batch_size, 512), "cancel": cancel, "on_row": on_row}
+    options: dict[str, Any] = {"which": which, "step": ckpt.step, "n": n}
+    if kind == "resolution":
+        values = [int(r) for r in (resolutions or DEFAULT_RESOLUTIONS)]
+        sweep = resolution_sweep(model, cfg.task, values, **kw)
+        options["resolutions"] = values
+    else:
+        sweep = distractor_sweep(model, cfg.task, max_distractors, **kw)
+        options["max_distractors"] = max_distractors
+    if not sweep.cancelled:
+        store.save_sweep(run_id, kind, sweep.table, sweep.samples, options)
+    return sweep
+
+
+def resume_run(store: RunStore, run_id: str, extra_steps: int,
+               callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None, *,
+               device: str | None = None) -> tuple[str, RunResult]:
+    """Continue a run from its last checkpoint (optimizer included) for more steps.
+
+    The same record goes on: its history continues from the checkpoint's step, and
+    `RunRecord.resumed_at` notes where each continuation began.
+    """
+    if not isinstance(extra_steps, int) or isinstance(extra_steps, bool) or extra_steps < 1:
+        raise ConfigError("steps", extra_steps, "an integer of at least 1")
+    record = store.get(run_id)
+    _, ckpt = load_model(store, run_id, "last")  # refuses a checkpoint that no longer builds
+    cfg = ckpt.config
+    cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
+                                     device=device or cfg.train.device))
+    validate(_from_checkpoint(cfg))
+    was, now = torch.device(record.device or "cpu").type, resolve_device(cfg.train.device).type
+    if was != now:
+        raise StoreError(f"run {record.short_id} trained on {was}; its data stream cannot move "
+                         f"to {now}: resume it with --device {was}, or fine-tune it instead")
+    store.begin_segment(run_id, cfg, step=ckpt.step, samples_seen=ckpt.samples_seen)
+    state = ResumeState(ckpt.model_state, ckpt.optimizer_state, ckpt.generator_state,
+                        ckpt.step, ckpt.samples_seen, ckpt.best_val_mae)
+    listeners = [store.recorder(run_id, config=cfg), *callbacks]
+    return run_id, _train_recorded(store, run_id, _from_checkpoint(cfg), listeners, cancel,
+                                   new_run=False, resume=state)
+
+
+def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps: int,
+                 lr: float | None = None, callbacks: Iterable[Callback] = (),
+                 cancel: CancelFlag | None = None, which: str = "best",
+                 name: str | None = None, tags: Sequence[str] = (),
+                 device: str | None = None, on_created: Callable[[str], None] | None = None
+                 ) -> tuple[str, RunResult]:
+    """A new run, parent recorded, starting from a stored run's weights at another size.
+
+    The optimizer starts fresh (and at `lr` when given), as the notebook's fine-tune did.
+    """
+    parent = store.get(run_id)
+    _, ckpt = load_model(store, run_id, which)
+    cfg = _from_checkpoint(ckpt.config)
+    tr = replace(cfg.train, steps=steps, lr=cfg.train.lr if lr is None else lr,
+                 device=device or cfg.train.device)
+    cfg = replace(cfg, task=replace(cfg.task, height=height, width=width), train=tr)
+    size = str(height) if height == width else f"{height}x{width}"
+    return train_run(store, cfg, callbacks, cancel, name=name or f"{parent.name}-ft{size}",
+                     tags=tags, parent_id=run_id, kind="finetune",
+                     init_model_state=ckpt.model_state, on_created=on_created)

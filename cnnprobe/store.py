@@ -1,0 +1,326 @@
+"""The run store: an embedded SQLite index (WAL) plus weight files under one folder.
+
+    <root>/cnnprobe.db            runs, tags, metric history, sweeps, re-evaluations
+    <root>/<run-id>/last.pt       latest checkpoint (model, optimizer, data stream, config)
+    <root>/<run-id>/best.pt       checkpoint with the lowest validation MAE
+    <root>/<run-id>/predictions.npz, sweep-<kind>.npz   per-sample arrays
+
+Layers: database.py (connections, transactions, errors) < history.py (what a run
+records as it goes) < RunStore here (runs: create, find, list, delete, liveness, files).
+Nothing here imports torch, so listing runs stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cnnprobe import schema
+from cnnprobe.config import ConfigError, RunConfig
+from cnnprobe.database import DB_NAME, StoreError
+from cnnprobe.history import CHECKPOINTS, SWEEP_KINDS, RunHistory
+from cnnprobe.provenance import hostname, process_alive, process_token, versions
+
+__all__ = ["CHECKPOINTS", "DB_NAME", "DEFAULT_ROOT", "SCHEMA_VERSION", "STATUSES",
+           "SWEEP_KINDS", "Checkpoint", "RunRecord", "RunStore", "StoreError", "default_root"]
+
+DEFAULT_ROOT = Path("checkpoints")
+SCHEMA_VERSION = schema.latest_version()
+STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+# A run on another host whose heartbeat is older than this is taken for dead. Generous:
+# a long validation or sweep sends no heartbeat.
+STALE_AFTER_S = 30 * 60
+
+
+def default_root() -> Path:
+    """$CNNPROBE_STORE, else ./checkpoints."""
+    return Path(os.environ.get("CNNPROBE_STORE") or DEFAULT_ROOT)
+
+
+@dataclass
+class RunRecord:
+    """One run as the store knows it (no tensors)."""
+
+    id: str
+    name: str
+    status: str
+    reason: str
+    config: RunConfig
+    seed: int
+    created_at: float  # unix time
+    finished_at: float | None
+    device: str
+    device_name: str
+    versions: dict[str, str]  # torch, torchvision, cnnprobe, git commit
+    wall_time_s: float
+    samples_seen: int
+    steps_done: int
+    metrics: dict[str, float]  # final metrics (empty while running)
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
+    parent_id: str | None = None
+    kind: str = "train"  # "train" or "finetune"; a resume continues the same record
+    total_steps: int = 0
+    resumed_at: list[int] = field(default_factory=list)  # step each resume started from
+    parameters: int = 0
+    best_val_mae: float | None = None
+    host: str = ""
+    pid: int | None = None
+    heartbeat_at: float | None = None
+    config_warning: str = ""  # set when the stored config needed repair to load
+
+    @property
+    def task(self) -> str:
+        return self.config.task.name
+
+    @property
+    def model(self) -> str:
+        return self.config.model.name
+
+    @property
+    def resolution(self) -> str:
+        return f"{self.config.task.height}x{self.config.task.width}"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def segments(self) -> int:
+        """How many training sessions made this run: 1, plus one per resume."""
+        return 1 + len(self.resumed_at)
+
+
+@dataclass
+class Checkpoint:
+    """Weights and everything needed to rebuild and continue a run."""
+
+    config: RunConfig
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    generator_state: Any  # torch.ByteTensor
+    step: int
+    samples_seen: int
+    best_val_mae: float
+    run_id: str = ""
+    path: Path | None = None
+
+
+def default_name(config: RunConfig) -> str:
+    return f"{config.task.name}-{config.model.name}-{config.task.height}"
+
+
+def _lenient_config(data: dict[str, Any]) -> tuple[RunConfig, str]:
+    """The stored config, dropping settings this version no longer knows (and saying so)."""
+    try:
+        return RunConfig.from_dict(data), ""
+    except ConfigError as exc:
+        from cnnprobe.config import ModelConfig, TaskConfig, TrainConfig
+
+        kinds = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+        kept = {s: {k: v for k, v in (data.get(s) or {}).items()
+                    if k in {f.name for f in fields(kind)}} for s, kind in kinds.items()}
+        return RunConfig.from_dict(kept), f"stored config has settings this cnnprobe lacks: {exc}"
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    config, warning = _lenient_config(json.loads(row["config"]))
+    tags = sorted(row["tag_list"].split("\x1f")) if row["tag_list"] else []
+    return RunRecord(
+        id=row["id"], name=row["name"], status=row["status"], reason=row["reason"],
+        config=config, seed=row["seed"], created_at=row["created_at"],
+        finished_at=row["finished_at"], device=row["device"], device_name=row["device_name"],
+        versions=json.loads(row["versions"]), wall_time_s=row["wall_time_s"],
+        samples_seen=row["samples_seen"], steps_done=row["steps_done"],
+        metrics=json.loads(row["metrics"]), tags=tags, note=row["note"],
+        parent_id=row["parent_id"], kind=row["kind"], total_steps=row["total_steps"],
+        resumed_at=json.loads(row["resumed_at"]), parameters=row["parameters"],
+        best_val_mae=row["best_val_mae"], host=row["host"], pid=row["pid"],
+        heartbeat_at=row["heartbeat_at"], config_warning=warning)
+
+
+_SELECT = ("SELECT runs.*, (SELECT group_concat(tag, char(31)) FROM tags "
+           "WHERE tags.run_id = runs.id) AS tag_list FROM runs")
+
+
+class RunStore(RunHistory):
+    """Open (creating if needed) the store under `root`. Raises StoreError if it can't."""
+
+    def __init__(self, root: str | Path | None = None, *, timeout: float | None = None):
+        if timeout is None:  # how long a write waits for another writer before giving up
+            try:
+                timeout = float(os.environ.get("CNNPROBE_LOCK_TIMEOUT") or 30.0)
+            except ValueError:
+                timeout = 30.0
+        super().__init__(default_root() if root is None else root, timeout=timeout)
+        self.mark_interrupted()
+
+    # -- runs
+    def create_run(self, config: RunConfig, *, name: str | None = None,
+                   tags: list[str] | None = None, note: str = "", parent_id: str | None = None,
+                   kind: str = "train") -> str:
+        """Record a new run as running in this process; returns its id."""
+        if kind not in ("train", "finetune"):
+            raise StoreError(f"run kind {kind!r}: train or finetune")
+        run_id = uuid.uuid4().hex
+        now, pid = time.time(), os.getpid()
+        t = config.task
+        with self._write() as c:
+            c.execute("INSERT INTO runs (id, name, kind, parent_id, status, config, task, model,"
+                      " height, width, seed, created_at, versions, total_steps, note, host, pid,"
+                      " pid_token, heartbeat_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?,"
+                      " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, name or default_name(config), kind, parent_id,
+                       json.dumps(config.to_dict()), t.name, config.model.name, t.height,
+                       t.width, config.train.seed, now, json.dumps(versions()),
+                       config.train.total_steps, note, hostname(), pid, process_token(pid), now))
+            c.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)",
+                          [(run_id, tag) for tag in _clean_tags(tags or [])])
+        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        return run_id
+
+    def recorder(self, run_id: str, **options: Any):  # -> cnnprobe.events.Callback
+        """A trainer callback that records history, checkpoints (last and best) and status."""
+        from cnnprobe.recorder import RunRecorder
+
+        return RunRecorder(self, run_id, **options)
+
+    def resolve(self, prefix: str) -> str:
+        """Full run id from a unique prefix (or an exact name, or "latest");
+        StoreError if unknown or ambiguous."""
+        key = prefix.strip().lower()
+        if not key:
+            raise StoreError("empty run id: give a run id or a unique prefix of one")
+        if key == "latest":
+            rows = self._read("SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1")
+            if not rows:
+                raise StoreError(f"no runs in {self.path} yet")
+            return rows[0]["id"]
+        rows = []
+        if all(ch in "0123456789abcdef" for ch in key):
+            rows = self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
+                              "ORDER BY created_at DESC", (len(key), key))
+        if not rows:
+            rows = self._read("SELECT id, name FROM runs WHERE name = ? ORDER BY created_at DESC",
+                              (prefix.strip(),))
+        if not rows:
+            raise StoreError(f"no run {prefix!r} in {self.path}: `cnnprobe runs` lists them")
+        if len(rows) > 1:
+            shown = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in rows[:6])
+            more = f" and {len(rows) - 6} more" if len(rows) > 6 else ""
+            raise StoreError(f"run {prefix!r} is ambiguous: {shown}{more}; give more characters")
+        return rows[0]["id"]
+
+    def get(self, run_id: str) -> RunRecord:
+        self.mark_interrupted()
+        rows = self._read(f"{_SELECT} WHERE id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {self.path}: `cnnprobe runs` lists them")
+        return _record(rows[0])
+
+    def list_runs(self, *, task: str | None = None, model: str | None = None,
+                  status: str | None = None, tag: str | None = None,
+                  parent_id: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Newest first."""
+        self.mark_interrupted()
+        where, args = [], []
+        for column, value in (("task", task), ("model", model), ("status", status),
+                              ("parent_id", parent_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if tag is not None:
+            where.append("EXISTS (SELECT 1 FROM tags WHERE tags.run_id = runs.id AND tag = ?)")
+            args.append(tag)
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(r) for r in self._read(sql, tuple(args))]
+
+    def delete(self, run_id: str, *, force: bool = False) -> None:
+        """Remove a run's records and files. A run still training is refused unless `force`."""
+        rec = self.get(run_id)
+        if rec.status == "running" and not force:
+            raise StoreError(f"run {rec.short_id} is still running (pid {rec.pid} on "
+                             f"{rec.host}): stop it first")
+        with self._write() as c:
+            for table in ("tags", "train_history", "val_history", "sweeps", "evaluations"):
+                c.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        folder = self.run_dir(run_id)
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def set_tags(self, run_id: str, tags: list[str]) -> None:
+        self.get(run_id)
+        with self._write() as c:
+            c.execute("DELETE FROM tags WHERE run_id = ?", (run_id,))
+            c.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)",
+                          [(run_id, t) for t in _clean_tags(tags)])
+
+    def set_note(self, run_id: str, note: str) -> None:
+        self._update(run_id, note=note)
+
+    def rename(self, run_id: str, name: str) -> None:
+        if not name.strip():
+            raise StoreError("a run name cannot be empty")
+        self._update(run_id, name=name.strip())
+
+    def _update(self, run_id: str, **columns: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in columns)
+        with self._write() as c:
+            n = c.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*columns.values(), run_id))
+            if n.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+
+    # -- liveness
+    def mark_interrupted(self) -> list[str]:
+        """Runs recorded as running whose process is gone become "interrupted"; their ids."""
+        rows = self._read("SELECT id, host, pid, pid_token, heartbeat_at FROM runs "
+                          "WHERE status = 'running'")
+        here, now, dead = hostname(), time.time(), []
+        for r in rows:
+            if r["host"] == here:
+                if process_alive(r["pid"] or 0, r["pid_token"]):
+                    continue
+                why = f"process {r['pid']} on {here} stopped without finishing (killed or crashed)"
+            else:
+                silent = now - (r["heartbeat_at"] or 0)
+                if silent < STALE_AFTER_S:
+                    continue
+                why = f"no heartbeat from {r['host']} for {silent / 60:.0f} min"
+            dead.append((why, r["heartbeat_at"], r["id"], r["pid"], r["host"]))
+        if not dead:
+            return []
+        conn = self._conn()
+        # Best effort and quick: a listing must not wait long on a busy store for this.
+        conn.execute(f"PRAGMA busy_timeout = {int(min(self.timeout, 1.0) * 1000)}")
+        try:
+            with self._write() as c:
+                # pid and host in the WHERE: a resume that took the run over meanwhile wins.
+                c.executemany("UPDATE runs SET status = 'interrupted', reason = ?, "
+                              "finished_at = ? WHERE id = ? AND status = 'running' "
+                              "AND pid IS ? AND host = ?", dead)
+        except StoreError:
+            return []  # a busy store is checked again on the next listing
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return [d[2] for d in dead]
+
+
+def _clean_tags(tags: list[str]) -> list[str]:
+    out = []
+    for tag in tags:
+        tag = tag.strip()
+        if not tag or any(ch.isspace() for ch in tag):
+            raise StoreError(f"tag {tag!r}: a tag is one word, without spaces")
+        out.append(tag)
+    return out

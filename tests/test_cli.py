@@ -1,0 +1,270 @@
+"""The `cnnprobe` command line, driven in-process: every command, and every error a user
+can cause giving one line, a non-zero exit and an unchanged store."""
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+import torch
+
+from cnnprobe.cli import build_parser, main
+from cnnprobe.store import RunStore
+
+TRAIN = ["train", "--resolution", "32", "--steps", "20", "--batch-size", "32", "--eval-every",
+         "10", "--val-size", "64", "--lr", "1e-3", "--device", "cpu", "--quiet"]
+COMMANDS = ["train", "eval", "sweep", "resume", "finetune", "runs", "show", "compare", "export",
+            "rm", "tag", "note", "models", "tasks"]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A store with one trained run, copied fresh for each test that needs it."""
+    root = tmp_path_factory.mktemp("template")
+    assert main(["--store", str(root), *TRAIN, "--name", "base", "--tag", "t1"]) == 0
+    return root
+
+
+@pytest.fixture
+def root(template, tmp_path):
+    dest = tmp_path / "store"
+    shutil.copytree(template, dest)
+    return dest
+
+
+def run(capsys, root, *args):
+    code = main(["--store", str(root), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, root, *args):
+    code, out, err = run(capsys, root, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def snapshot(root):
+    """Everything a user would call their stored runs."""
+    store = RunStore(root)
+    runs = [(r.id, r.name, r.status, r.steps_done, r.tags, r.note, r.metrics, r.resumed_at)
+            for r in store.list_runs()]
+    extra = [(len(store.evaluations(r[0])), store.sweeps(r[0])) for r in runs]
+    files = sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")
+                   if p.is_file() and not p.name.startswith("cnnprobe.db"))
+    store.close()
+    return runs, extra, files
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: cnnprobe {command}")
+    assert "--store" in out and "--json" in out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    text = build_parser().format_help()
+    for command in COMMANDS:
+        assert command in text
+
+
+def test_train_records_and_prints_the_run_id_at_start_and_end(tmp_path, capsys):
+    code, out, err = run(capsys, tmp_path, *TRAIN, "--tag", "a", "--tag", "b")
+    assert code == 0, err
+    [rec] = RunStore(tmp_path).list_runs()
+    lines = [line for line in out.splitlines() if rec.id in line]
+    assert "recording into" in lines[0] and lines[-1].endswith("finished")
+    assert "final metrics" in out and "prediction" in out
+    assert rec.tags == ["a", "b"] and rec.status == "finished"
+
+
+def test_store_from_environment(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CNNPROBE_STORE", str(tmp_path / "env"))
+    assert main([*TRAIN, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert RunStore(tmp_path / "env").get(data["id"]).status == "finished"
+
+
+def test_a_whole_session(root, capsys, tmp_path):
+    [base] = run_json(capsys, root, "runs")
+    rid = base["id"]
+    assert (base["name"], base["status"], base["tags"]) == ("base", "finished", ["t1"])
+
+    shown = run_json(capsys, root, "show", rid[:6])
+    assert shown["id"] == rid and shown["metrics"]["mae"] == base["metrics"]["mae"]
+    assert [r["step"] for r in shown["val_history"]] == [10, 20]
+
+    ev = run_json(capsys, root, "eval", rid[:6], "--resolution", "48", "--n", "64",
+                  "--distractors", "1", "--which", "last", "--device", "cpu")
+    assert ev["options"]["height"] == 48 and ev["options"]["distractors"] == 1
+    assert ev["metrics"]["n"] == 64
+
+    sw = run_json(capsys, root, "sweep", rid[:6], "--resolutions", "16:48:16", "--n", "16",
+                  "--device", "cpu")
+    assert [r["resolution"] for r in sw["table"]] == [16, 32, 48]
+    sd = run_json(capsys, root, "sweep", rid[:6], "--kind", "distractors",
+                  "--max-distractors", "2", "--n", "16", "--device", "cpu")
+    assert [r["distractors"] for r in sd["table"]] == [0, 1, 2]
+
+    resumed = run_json(capsys, root, "resume", rid[:6], "--steps", "10", "--quiet")
+    assert resumed["id"] == rid and resumed["steps"] == 30
+
+    ft = run_json(capsys, root, "finetune", rid[:6], "--resolution", "48", "--steps", "5",
+                  "--quiet", "--tag", "ft")
+    assert ft["id"] != rid and ft["config"]["task"]["height"] == 48
+
+    listed = run_json(capsys, root, "runs")
+    assert [r["id"] for r in listed] == [ft["id"], rid]  # newest first
+    assert listed[0]["parent_id"] == rid and listed[0]["kind"] == "finetune"
+    assert listed[1]["resumed_at"] == [20] and listed[1]["steps_done"] == 30
+    assert [r["id"] for r in run_json(capsys, root, "runs", "--tag", "ft")] == [ft["id"]]
+    assert run_json(capsys, root, "runs", "--status", "failed") == []
+
+    code, out, _ = run(capsys, root, "show", rid[:6])
+    assert code == 0
+    for text in ("resolution sweep", "distractors sweep", "re-evaluations", "final metrics",
+                 "checkpoints: last (step 30), best (step"):
+        assert text in out, text
+
+    comp = run_json(capsys, root, "compare", rid[:6], ft["id"][:6])
+    assert "task.height" in comp["differences"] and "task.name" not in comp["differences"]
+    code, out, _ = run(capsys, root, "compare", rid[:6], ft["id"][:6])
+    assert code == 0 and "task.height" in out
+
+    out_dir = tmp_path / "ex"
+    files = run_json(capsys, root, "export", rid[:6], ft["id"][:6], "--format", "md",
+                     "--out", f"{out_dir}/")["files"]
+    assert len(files) == 2 and all(p.endswith(".md") for p in files)
+    [cmp_file] = run_json(capsys, root, "compare", rid[:6], ft["id"][:6], "--format", "csv",
+                          "--out", str(out_dir / "cmp.csv"))["files"]
+    assert cmp_file.endswith("cmp.csv")
+
+    assert run_json(capsys, root, "tag", rid[:6], "keep", "x")["tags"] == ["keep", "t1", "x"]
+    assert run_json(capsys, root, "tag", rid[:6], "x", "--remove")["tags"] == ["keep", "t1"]
+    noted = run_json(capsys, root, "note", rid[:6], "trained at 32", "--name", "renamed")
+    assert (noted["note"], noted["name"]) == ("trained at 32", "renamed")
+
+    code, out, _ = run(capsys, root, "rm", ft["id"][:6], "--yes")
+    assert code == 0 and "deleted" in out
+    assert [r["id"] for r in run_json(capsys, root, "runs")] == [rid]
+
+
+def test_models_and_tasks(capsys):
+    assert main(["models", "--json"]) == 0
+    assert "seednet" in [r["name"] for r in json.loads(capsys.readouterr().out)]
+    assert main(["tasks", "--json"]) == 0
+    assert "distance" in [r["name"] for r in json.loads(capsys.readouterr().out)]
+
+
+def _id(root):
+    return RunStore(root).list_runs()[0].id
+
+
+def _truncate(root):
+    path = root / _id(root) / "last.pt"
+    path.write_bytes(path.read_bytes()[:500])
+
+
+def _unbuildable(root):
+    path = root / _id(root) / "best.pt"
+    data = torch.load(path, weights_only=True)
+    data["config"]["model"]["name"] = "plaincnn"
+    torch.save(data, path)
+
+
+def _make_ambiguous(root):
+    # A second run whose id shares the first one's first four characters.
+    rid = _id(root)
+    with sqlite3.connect(root / "cnnprobe.db") as conn:
+        row = conn.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone()
+        marks = ",".join("?" * len(row))
+        conn.execute(f"INSERT INTO runs VALUES ({marks})", (rid[:4] + "f" * 28, *row[1:]))
+
+
+ERRORS = [
+    # (name, prepare(root) -> None, args with {id} for the run id, exit code, words)
+    ("unknown id", None, ["show", "beef"], 1, "no run 'beef'"),
+    ("ambiguous", _make_ambiguous, ["show", "{id4}"], 1, "ambiguous"),
+    ("missing checkpoint", lambda r: (r / _id(r) / "last.pt").unlink(),
+     ["resume", "{id}", "--steps", "5", "--quiet"], 1, "no last checkpoint"),
+    ("truncated checkpoint", _truncate, ["eval", "{id}", "--which", "last"], 1, "unreadable"),
+    ("config no longer builds", _unbuildable, ["eval", "{id}"], 1, "no longer builds a model"),
+    ("bad config value", None, ["train", "--lr", "-1", "--steps", "2"], 2, "train.lr"),
+    ("bad sweep size", None, ["sweep", "{id}", "--resolutions", "2", "--n", "4"], 2,
+     "task.height=2"),
+    ("bad region", None, ["eval", "{id}", "--region", "heldout"], 2, "task.split"),
+    ("unwritable export", lambda r: (r / "afile").write_text(""),
+     ["export", "{id}", "--out", "{root}/afile/x.md"], 1, "is a file, not a folder"),
+    ("rm without a terminal", None, ["rm", "{id}"], 1, "pass --yes"),
+    ("tag with a space", None, ["tag", "{id}", "two words"], 1, "one word"),
+]
+
+
+@pytest.mark.parametrize("name,prepare,args,code,words", ERRORS, ids=[e[0] for e in ERRORS])
+def test_user_errors_are_one_line_and_change_nothing(root, capsys, name, prepare, args, code,
+                                                     words):
+    if prepare:
+        prepare(root)
+    rid = _id(root)
+    args = [a.format(id=rid, id4=rid[:4], root=root) for a in args]
+    before = snapshot(root)
+    got, out, err = run(capsys, root, *args)
+    assert got == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cnnprobe: error: "), err
+    assert words in lines[0]
+    assert "Traceback" not in out + err
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("args,words", [
+    (["sweep", "x", "--resolutions", "64:oops"], "--resolutions: '64:oops'"),
+    (["runs", "--status", "sleeping"], "invalid choice: 'sleeping'"),
+    (["eval"], "required: run"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_one_line_too(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--store", str(tmp_path), *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("cnnprobe: error: ")
+    assert words in err
+
+
+def test_a_store_that_is_not_a_database(tmp_path, capsys):
+    (tmp_path / "cnnprobe.db").write_bytes(b"not sqlite" * 50)
+    code, _, err = run(capsys, tmp_path, "runs")
+    assert code == 1
+    assert err == (f"cnnprobe: error: {tmp_path / 'cnnprobe.db'} is not a cnnprobe store "
+                   "(file is not a database): move it away or pass --store DIR\n")
+    assert (tmp_path / "cnnprobe.db").read_bytes() == b"not sqlite" * 50
+
+
+def test_a_locked_store(root, capsys, monkeypatch):
+    monkeypatch.setenv("CNNPROBE_LOCK_TIMEOUT", "0.2")
+    before = snapshot(root)
+    holder = sqlite3.connect(root / "cnnprobe.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code, _, err = run(capsys, root, "tag", _id(root), "new")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert code == 1 and err.startswith("cnnprobe: error: ") and "locked" in err
+    assert len(err.strip().splitlines()) == 1
+    assert snapshot(root) == before
+
+
+def test_export_refuses_to_overwrite(root, capsys, tmp_path):
+    out = tmp_path / "one.md"
+    assert run(capsys, root, "export", _id(root), "--out", str(out))[0] == 0
+    out.write_text("edited")
+    code, _, err = run(capsys, root, "export", _id(root), "--out", str(out))
+    assert code == 1 and "--force" in err and out.read_text() == "edited"
+    assert run(capsys, root, "export", _id(root), "--out", str(out), "--force")[0] == 0
+    assert out.read_text().startswith("# base")
