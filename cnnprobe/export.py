@@ -63,6 +63,9 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
             **info, "table": sweep.table.to_dict(orient="records"),
             "samples": {k: v.tolist() for k, v in sweep.samples.items()}}
     out["evaluations"] = store.evaluations(run_id)
+    info, probes = store.probes_info(run_id), store.probes(run_id)
+    out["probes"] = None if info is None or probes is None else {
+        **info, "table": probes.to_dict(orient="records")}
     return out
 
 
@@ -121,7 +124,7 @@ def _csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
 
 def summary_csv(summary: dict[str, Any]) -> dict[str, str]:
     """CSV texts by part: history (train and validation by step), sweeps, sweep samples,
-    predictions. Parts with no data are left out."""
+    predictions, linear probes. Parts with no data are left out."""
     by_step: dict[int, dict[str, Any]] = {}
     for row in summary["train_history"]:
         by_step.setdefault(row["step"], {"step": row["step"]}).update(row)
@@ -147,6 +150,8 @@ def summary_csv(summary: dict[str, Any]) -> dict[str, str]:
         pred = summary["predictions"]
         parts["predictions"] = _csv([{"index": i, **{k: pred[k][i] for k in pred}}
                                      for i in range(len(pred["prediction"]))])
+    if summary.get("probes"):
+        parts["probes"] = _csv(summary["probes"]["table"])
     return parts
 
 
@@ -220,8 +225,8 @@ def export_run(store: RunStore, run_id: str, fmt: str = "md", out: str | Path | 
     if fmt == "csv":
         texts = summary_csv(summary)
         if not texts:
-            raise ExportError(f"run {run_id[:8]} has no history, sweep or predictions yet: "
-                              "nothing to write as CSV")
+            raise ExportError(f"run {run_id[:8]} has no history, sweep, predictions or probes "
+                              "yet: nothing to write as CSV")
         where = _targets(out, stem, "csv", list(texts))
         return write_files({where[p]: t for p, t in texts.items()}, force)
     text = to_json(summary) if fmt == "json" else summary_markdown(summary)

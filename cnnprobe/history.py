@@ -1,6 +1,6 @@
 """What a run records as it goes: progress and status, metric history, checkpoints and
-predictions, sweeps and re-evaluations. The recorder writes through these methods; the
-CLI, the TUI and the exports read through them.
+predictions, sweeps, re-evaluations and linear probe tables. The recorder writes through
+these methods; the CLI, the TUI and the exports read through them.
 """
 
 from __future__ import annotations
@@ -201,6 +201,31 @@ class RunHistory(StoreDatabase):
                           "ORDER BY kind DESC", (run_id,))
         return [{"kind": r["kind"], "created_at": r["created_at"],
                  "options": json.loads(r["options"])} for r in rows]
+
+    # -- linear probes
+    def save_probes(self, run_id: str, table, options: dict[str, Any] | None = None) -> None:
+        """Keep a per-layer linear probe table (linear_probe.probe_layers) with the run,
+        replacing its previous one; `options` says how it was made (checkpoint, size...)."""
+        rows = table.to_dict(orient="records")
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+            c.execute("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?)",
+                      (run_id, time.time(), _dumps(options or {}), _dumps(rows)))
+
+    def probes(self, run_id: str):  # -> pandas.DataFrame | None
+        """The run's stored linear probe table (one row per layer), or None."""
+        import pandas as pd
+
+        rows = self._read("SELECT rows FROM probes WHERE run_id = ?", (run_id,))
+        return pd.DataFrame(json.loads(rows[0]["rows"])) if rows else None
+
+    def probes_info(self, run_id: str) -> dict[str, Any] | None:
+        """created_at and options of the run's stored probe table, or None."""
+        rows = self._read("SELECT created_at, options FROM probes WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        return {"created_at": rows[0]["created_at"], "options": json.loads(rows[0]["options"])}
 
     # -- re-evaluations
     def save_evaluation(self, run_id: str, options: dict[str, Any],

@@ -15,6 +15,7 @@ files in it are replaced.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,8 +95,10 @@ def layer_image(act: Activation, sample: int = 0, **kw) -> Image.Image:
     return map_grid_image(act.sample(sample), **kw)
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
-    """Create `out`, or refuse a non-empty one unless overwrite (then clear our old files)."""
+def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """The folder export_inspection would write, checked before any work is done: ExportError
+    for a file in the way, a folder with files (unless overwrite) or one it cannot create."""
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file, not a folder: pass --out a folder path")
     existing = sorted(out.iterdir()) if out.is_dir() else []
@@ -103,6 +106,31 @@ def _prepare(out: Path, overwrite: bool) -> None:
         raise ExportError(f"{out} is not empty ({len(existing)} entries, e.g. "
                           f"{existing[0].name}): pass --overwrite to replace its inspection "
                           "files, or --out a new folder")
+    nearest = out if out.is_dir() else next(a for a in out.absolute().parents if a.exists())
+    if not nearest.is_dir():
+        raise ExportError(f"cannot create {out}: {nearest} is a file, not a folder; pass --out "
+                          "a writable folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write to {nearest} (permission denied): pass --out a "
+                          "writable folder")
+    return out
+
+
+def free_out_dir(base: str | Path) -> Path:
+    """`base`, else base-2, base-3, ...: the first that is missing or an empty folder, so a
+    default export never lands on an earlier one."""
+    base = Path(base)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    """Create `out`, or refuse a non-empty one unless overwrite (then clear our old files)."""
+    check_out_dir(out, overwrite)
+    existing = sorted(out.iterdir()) if out.is_dir() else []
     for p in existing:  # files of an earlier export with more layers would otherwise linger
         if p.is_file() and (_OWN.match(p.name) or p.name in (NPZ_NAME, CSV_NAME, MD_NAME)):
             p.unlink()

@@ -1,5 +1,5 @@
 """Markdown renderings of run summaries and comparisons (see export.py), with text plots
-of the loss curve and the sweeps drawn by plotext, without colour codes."""
+of the loss curve, the sweeps and the linear probes drawn by plotext, without colour codes."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def text_plot(series: list[tuple[str, list[float], list[float]]], title: str, xlabel: str,
-              ylabel: str = "") -> str:
-    """Line plot of (label, xs, ys) series as plain text."""
+              ylabel: str = "", ylim: tuple[float, float] | None = None,
+              xticks: list[float] | None = None) -> str:
+    """Line plot of (label, xs, ys) series as plain text (y axis spanning `ylim`, ticks at
+    `xticks`, when given)."""
     import plotext as plt
 
     with _plotext_lock:
@@ -52,6 +54,10 @@ def text_plot(series: list[tuple[str, list[float], list[float]]], title: str, xl
             if pts:
                 plt.plot([p[0] for p in pts], [p[1] for p in pts], label=label,
                          marker="braille")
+        if ylim is not None:
+            plt.ylim(*ylim)
+        if xticks is not None:
+            plt.xticks(xticks)
         plt.title(title)
         plt.xlabel(xlabel)
         if ylabel:
@@ -83,8 +89,44 @@ def sweep_plot(kind: str, rows: list[dict[str, Any]]) -> str | None:
                      f"MAE by {kind}", kind)
 
 
+def probe_plot(rows: list[dict[str, Any]]) -> str | None:
+    """R² of each layer's linear probe against its depth (the input is depth 0); values
+    below -1 (a read-out worse than guessing the mean) are drawn at -1."""
+    if len(rows) < 2:
+        return None
+    r2 = [r["r2"] for r in rows]
+    low = any(v is not None and v < -1 for v in r2)
+    ys = [None if v is None else max(v, -1.0) for v in r2]
+    finite = [v for v in ys if v is not None and math.isfinite(v)]
+    bottom = min([0.0, *finite])
+    depths = [r["depth"] for r in rows]
+    ticks = depths if len(depths) <= 16 else None  # whole depths, while they fit
+    return text_plot([("R²", depths, ys)],
+                     "linear probe R² by layer depth" + (" (below -1 drawn at -1)" if low else ""),
+                     "layer depth (0 = input)", ylim=(bottom, 1.0), xticks=ticks)
+
+
+def probes_markdown(probes: dict[str, Any]) -> list[str]:
+    """The "Linear probes" section: how they were made, the table, the R² plot."""
+    o, rows = probes["options"], probes["table"]
+    layers = o.get("layers", "all")
+    how = (f"{str(o.get('which', '?')).capitalize()} checkpoint (step {o.get('step')}) at "
+           f"{o.get('height')}x{o.get('width')}; a ridge read-out of each layer's pooled "
+           f"activations (per channel max and mean) fitted on {o.get('n_train')} samples and "
+           f"scored on {o.get('n_test')} others (seed {o.get('seed')}); layers: "
+           f"{fmt(layers) if isinstance(layers, list) else layers}; made "
+           f"{when(probes.get('created_at'))}.")
+    header = [c for c in ("depth", "layer", "module", "kind", "features", "r2", "mae", "alpha")
+              if rows and c in rows[0]]
+    parts = ["## Linear probes", how, table(header, [[r.get(c) for c in header] for r in rows])]
+    plot = probe_plot(rows)
+    if plot:
+        parts.append(_code(plot))
+    return parts
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
-    """One run: record, config, final metrics, describe(), history, plots, sweeps."""
+    """One run: record, config, final metrics, describe(), history, plots, sweeps, probes."""
     cfg = s["config"]
     parts = [f"# {s['name']}",
              f"Run `{s['id']}`: {cfg['task']['name']} with {cfg['model']['name']} at "
@@ -132,6 +174,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
         plot = sweep_plot(kind, rows)
         if plot:
             parts.append(_code(plot))
+    if s.get("probes"):
+        parts += probes_markdown(s["probes"])
     if s["evaluations"]:
         rows = [[when(e["created_at"]), e["options"].get("which"),
                  f"{e['options'].get('height')}x{e['options'].get('width')}",

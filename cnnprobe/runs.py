@@ -1,4 +1,4 @@
-"""Stored runs as one verb each: train, evaluate, sweep, resume, fine-tune.
+"""Stored runs as one verb each: train, evaluate, sweep, resume, fine-tune, inspect.
 
 The CLI and the TUI both call these. Weights always come from the run's own checkpoint,
 so a stored run built on ImageNet weights evaluates and continues without the download
@@ -8,12 +8,13 @@ cache.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pandas as pd
 import torch
 
-from cnnprobe.config import ConfigError, RunConfig, validate
+from cnnprobe.config import ConfigError, RunConfig, TaskConfig, validate
 from cnnprobe.device import resolve_device
 from cnnprobe.evaluate import (
     DEFAULT_RESOLUTIONS,
@@ -25,8 +26,11 @@ from cnnprobe.evaluate import (
 )
 from cnnprobe.events import Callback
 from cnnprobe.history import SWEEP_KINDS
+from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
+from cnnprobe.linear_probe import probe_layers
 from cnnprobe.models import build_model
 from cnnprobe.store import Checkpoint, RunStore, StoreError
+from cnnprobe.tasks import Batch
 from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
 
 REGIONS = ("train", "heldout")
@@ -209,3 +213,111 @@ def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps
     return train_run(store, cfg, callbacks, cancel, name=name or f"{parent.name}-ft{size}",
                      tags=tags, parent_id=run_id, kind="finetune",
                      init_model_state=ckpt.model_state, on_created=on_created)
+
+
+@dataclass
+class Inspection:
+    """One look inside a stored run: a sample, each layer's output for it, and the per-layer
+    linear probe table (None when probes were off or cancelled)."""
+
+    run_id: str
+    which: str  # "best" or "last" checkpoint
+    step: int  # the checkpoint's training step
+    task_cfg: TaskConfig  # the run's task at the inspected size
+    batch: Batch  # the sample: a batch of one, on the CPU
+    sample: int | None  # its index in the run's validation set, or None for a fresh draw
+    seed: int  # the fresh draw's seed
+    prediction: float  # the model's output for the sample
+    activations: list[Activation]  # "input" first, then each layer in forward order
+    probe_table: pd.DataFrame | None
+    options: dict[str, Any] = field(default_factory=dict)  # how the probes were made
+    cancelled: bool = False
+    saved: bool = False  # the probe table is stored with the run
+
+    @property
+    def label(self) -> float:
+        return float(self.batch.targets[0])
+
+
+def _check_layers(model: torch.nn.Module, layers: Sequence[str], known: list[str]) -> None:
+    """ConfigError for a name that is neither a module of the model nor a layer of interest,
+    listing the layers of interest (the outermost ones when there are many)."""
+    valid = {n for n, _ in model.named_modules() if n} | set(known) | {INPUT}
+    for name in layers:
+        if name not in valid:
+            shown = known if len(known) <= 16 else [
+                n for n in known if not any(n.startswith(o + ".") for o in known)]
+            more = f" and {len(known) - len(shown)} inside them" if len(shown) < len(known) else ""
+            raise ConfigError("layers", name, f"a layer of this model: {', '.join(shown)}{more} "
+                              "(`cnnprobe inspect RUN --list-layers` shows them all)")
+
+
+def inspect_run(store: RunStore, run_id: str, *, sample: int | None = None, seed: int = 0,
+                layers: Sequence[str] | None = None, outer: bool = False,
+                height: int | None = None, width: int | None = None, which: str = "best",
+                probes: bool = True, n_train: int = 512, n_test: int = 256,
+                device: str = "auto", save: bool = True, cancel: CancelFlag | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Inspection:
+    """Look inside a stored run's model: sample `sample` of its validation set (else a fresh
+    draw seeded by `seed`) through every layer of interest (or `layers`; `outer`: only the
+    outermost), and a linear probe per layer (n_train fit, n_test scored, the run's seed).
+
+    With `save`, the probe table replaces the run's stored one. A cancelled probe leaves
+    `probe_table` None and nothing saved. ConfigError (unknown layer, a size the model
+    cannot take, a bad index) comes before anything is stored.
+    """
+    if probes:
+        for name, value, least in (("n_train", n_train, 8), ("n_test", n_test, 2)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ConfigError(name, value, f"an integer of at least {least}")
+    rec = store.get(run_id)
+    dev = resolve_device(device)
+    model, ckpt = load_model(store, run_id, which, dev)
+    cfg = ckpt.config
+    h, w = height or cfg.task.height, width or cfg.task.width
+    check_size(model, h, w)
+    # An index names a sample of the validation set the run drew on its own device; a fresh
+    # draw is made on the CPU, so a seed shows the same image on every machine.
+    draw_on = (rec.device or "cpu") if sample is not None else "cpu"
+    task_cfg, batch = run_sample(cfg, index=sample, seed=seed, height=h, width=w,
+                                 device=draw_on)
+    batch = Batch(*(t.cpu() for t in (batch.images, batch.targets, batch.boxes, batch.valid)))
+    known = layers_of_interest(model, example=batch.images)
+    chosen: list[str] | None = None
+    if layers is not None:
+        _check_layers(model, layers, known)
+        chosen = [n for n in dict.fromkeys(layers) if n != INPUT]
+    elif outer:
+        chosen = layers_of_interest(model, nested=False, example=batch.images)
+    activations = capture(model, batch.images, chosen)
+    if chosen is not None:  # in forward order, as the maps are
+        chosen = [a.name for a in activations if a.name != INPUT]
+    with torch.no_grad():
+        prediction = float(model(batch.images.to(dev)).float().flatten()[0])
+    options: dict[str, Any] = {
+        "which": which, "step": ckpt.step, "height": h, "width": w, "n_train": n_train,
+        "n_test": n_test, "seed": cfg.train.seed, "device": dev.type,
+        "layers": chosen if layers is not None else "outer" if outer else "all"}
+    table = None
+    if probes:
+        table = probe_layers(model, task_cfg, n_train, n_test, seed=cfg.train.seed,
+                             layers=chosen, device=dev, progress=progress, cancel=cancel)
+        depth = {n: i for i, n in enumerate([INPUT, *known])}
+        if chosen is not None and all(n in depth for n in table["layer"]):
+            table["depth"] = [depth[n] for n in table["layer"]]  # depth in the whole network
+    insp = Inspection(run_id, which, ckpt.step, task_cfg, batch, sample, seed, prediction,
+                      activations, None if table is None or table.empty else table, options,
+                      cancelled=table is not None and table.empty)
+    if save:
+        save_inspection(store, insp)
+    return insp
+
+
+def save_inspection(store: RunStore, inspection: Inspection) -> bool:
+    """Keep an inspection's probe table with its run (replacing the previous one); whether
+    there was one to keep."""
+    if inspection.probe_table is None:
+        return False
+    store.save_probes(inspection.run_id, inspection.probe_table, inspection.options)
+    inspection.saved = True
+    return True

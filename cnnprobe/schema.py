@@ -84,8 +84,18 @@ CREATE TABLE evaluations (
 CREATE INDEX evaluations_by_run ON evaluations (run_id);
 """
 
+# v2: each run's latest per-layer linear probe table (`cnnprobe inspect`).
+V2 = """
+CREATE TABLE probes (
+    run_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    options TEXT NOT NULL,
+    rows TEXT NOT NULL
+);
+"""
+
 # SQL text (statements split on ";") or a function of the connection, for data changes.
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1]
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1, V2]
 
 
 def latest_version() -> int:

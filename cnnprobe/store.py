@@ -1,6 +1,7 @@
 """The run store: an embedded SQLite index (WAL) plus weight files under one folder.
 
-    <root>/cnnprobe.db            runs, tags, metric history, sweeps, re-evaluations
+    <root>/cnnprobe.db            runs, tags, metric history, sweeps, re-evaluations,
+                                  linear probe tables
     <root>/<run-id>/last.pt       latest checkpoint (model, optimizer, data stream, config)
     <root>/<run-id>/best.pt       checkpoint with the lowest validation MAE
     <root>/<run-id>/predictions.npz, sweep-<kind>.npz   per-sample arrays
@@ -252,7 +253,8 @@ class RunStore(RunHistory):
             raise StoreError(f"run {rec.short_id} is still running (pid {rec.pid} on "
                              f"{rec.host}): stop it first")
         with self._write() as c:
-            for table in ("tags", "train_history", "val_history", "sweeps", "evaluations"):
+            for table in ("tags", "train_history", "val_history", "sweeps", "evaluations",
+                          "probes"):
                 c.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
         folder = self.run_dir(run_id)

@@ -13,7 +13,8 @@ from cnnprobe.store import RunStore
 
 TRAIN = ["train", "--resolution", "32", "--steps", "20", "--batch-size", "32", "--eval-every",
          "10", "--val-size", "64", "--lr", "1e-3", "--device", "cpu", "--quiet"]
-COMMANDS = ["train", "eval", "sweep", "resume", "finetune", "runs", "show", "compare", "export",
+COMMANDS = ["train", "eval", "sweep", "resume", "finetune", "inspect", "runs", "show", "compare",
+            "export",
             "rm", "tag", "note", "models", "tasks"]
 
 

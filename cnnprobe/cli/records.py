@@ -15,6 +15,7 @@ from cnnprobe.cli.tables import (
     metrics_table,
     num,
     print_json,
+    probes_table,
     record_json,
     runs_table,
     status_text,
@@ -93,6 +94,13 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
         console.print(frame_table(sweep.table, f"{info_row['kind']} sweep "
                                                f"({info_row['options'].get('which')} "
                                                f"checkpoint, {ago(info_row['created_at'])})"))
+    probes, info = store.probes(run_id), store.probes_info(run_id)
+    if probes is not None and info is not None:
+        o = info["options"]
+        console.print(probes_table(probes.to_dict(orient="records"), (
+            f"linear probes: {o.get('which')} @ step {o.get('step')}, {o.get('height')}x"
+            f"{o.get('width')}, {o.get('n_train')}/{o.get('n_test')} samples, "
+            f"{ago(info['created_at'], short=True)}")))
     evals = store.evaluations(run_id)
     if evals:
         table = Table(title="re-evaluations")
@@ -181,8 +189,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", parents=[common], help="one run: record, metrics, sweeps",
-                       description="Show a run's record, configuration, final metrics, sweeps "
-                                   "and re-evaluations.")
+                       description="Show a run's record, configuration, final metrics, sweeps, "
+                                   "linear probes (`cnnprobe inspect`) and re-evaluations.")
     p.add_argument("run", help=RUN_HELP)
     p.set_defaults(func=cmd_show)
 

@@ -133,3 +133,33 @@ def describe_table(evaluation: Any, title: str = "predictions") -> Table:
     for stat, row in frame.iterrows():
         table.add_row(str(stat), *(num(float(v)) for v in row))
     return table
+
+
+EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def r2_bar(r2: Any, width: int = 10) -> str:
+    """R² from 0 to 1 as a bar of `width` cells, in eighths (below 0, or undefined: empty)."""
+    if not isinstance(r2, (int, float)) or not math.isfinite(r2):
+        return ""
+    full, part = divmod(round(min(max(float(r2), 0.0), 1.0) * width * 8), 8)
+    return "█" * full + (EIGHTHS[part] if part else "")
+
+
+def _fixed(value: Any, places: int = 3) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return num(value)
+    return f"{value:.{places}f}".replace("-0.000", "0.000")
+
+
+def probes_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """Per-layer linear probes: depth, layer, module, kind, features, R² (with a bar), MAE."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("#", "right"), ("layer", "left"), ("module", "left"),
+                         ("kind", "left"), ("features", "right"), ("R²", "right"),
+                         ("", "left"), ("MAE", "right")):
+        table.add_column(col, justify=justify, no_wrap=col != "layer")
+    for r in rows:
+        table.add_row(str(r["depth"]), str(r["layer"]), str(r["module"]), str(r["kind"]),
+                      str(r["features"]), _fixed(r["r2"]), r2_bar(r["r2"]), num(r["mae"]))
+    return table
