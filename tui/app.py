@@ -1,0 +1,422 @@
+"""`cnnprobe-tui`: the keyboard-driven lab. Task and model forms, live plots, the run store.
+
+Layout: at large sizes every pane shows in a grid; below NARROW_WIDTH x NARROW_HEIGHT
+(an 80x24 SSH session) one pane shows at a time under a row of tabs, and the progress
+line stays visible under any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.geometry import Size
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Static, Tab, Tabs
+
+from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset, validate
+from tui.jobs import TrainJob
+from tui.lab import REFRESH_S, LabActions, device_key
+from tui.messages import ModelTableReady
+from tui.screens.help import HelpScreen
+from tui.widgets.form_pane import FormPane
+from tui.widgets.log_pane import LogPane
+from tui.widgets.model_pane import ModelPane
+from tui.widgets.plots_pane import TABS, PlotsPane
+from tui.widgets.run_status import RunStatus
+from tui.widgets.runs_pane import RunsPane
+from tui.widgets.task_pane import TaskPane
+
+NARROW_WIDTH, NARROW_HEIGHT = 110, 30
+PANES = (("task", "1 Task"), ("model", "2 Model"), ("plots", "3 Plots"), ("runs", "4 Runs"),
+         ("log", "5 Log"))
+PALETTE_TITLES = {"sweep_resolution": "Resolution sweep", "sweep_distractors": "Distractor sweep",
+                  "mark": "Mark for compare", "plot_prev": "Previous plot tab",
+                  "plot_next": "Next plot tab", "theme": "Toggle dark/light theme",
+                  "delete": "Delete run", "export": "Export run", "resume": "Resume run",
+                  "finetune": "Fine-tune at another resolution", "stop": "Stop the run"}
+POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
+
+
+def form_keys(field_name: str) -> list[str]:
+    """The form fields an engine ConfigError is about ("task.height/width" is two)."""
+    if field_name == "resolution":
+        return ["task.height", "task.width"]
+    if "/" in field_name:
+        section, names = field_name.split(".", 1)
+        return [f"{section}.{n}" for n in names.split("/")]
+    return [field_name]
+
+
+class CnnprobeApp(LabActions, App[None]):
+    """The lab: configure a probe run, train it, watch it, and study stored runs."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cnnprobe"
+    BINDINGS = [
+        Binding("ctrl+r,f5", "train", "Train", id="train",
+                tooltip="start training the form's config (asks to queue if busy)"),
+        Binding("ctrl+s", "stop", "Stop", id="stop",
+                tooltip="stop the run (and sweeps) at the next step; stored as cancelled"),
+        Binding("s", "sweep('resolution')", "Res sweep", id="sweep_resolution",
+                tooltip="resolution sweep of the selected run"),
+        Binding("d", "sweep('distractors')", "Distr sweep", id="sweep_distractors",
+                tooltip="distractor-count sweep of the selected run"),
+        Binding("c", "resume", "Resume", id="resume",
+                tooltip="continue the selected run from its last checkpoint"),
+        Binding("f", "finetune", "Fine-tune", id="finetune",
+                tooltip="fine-tune the selected run at another resolution (a new run)"),
+        Binding("e", "export", "Export", id="export",
+                tooltip="export the selected run as Markdown, JSON or CSV"),
+        Binding("m", "mark", "Mark", id="mark",
+                tooltip="mark or unmark the selected run for the Compare tab"),
+        Binding("delete", "delete", "Delete", id="delete",
+                tooltip="delete the selected run (asks first)"),
+        Binding("left_square_bracket", "plot_tab(-1)", "◀Plot", id="plot_prev",
+                tooltip="previous plot tab"),
+        Binding("right_square_bracket", "plot_tab(1)", "Plot▶", id="plot_next",
+                tooltip="next plot tab"),
+        *[Binding(str(i), f"focus_pane('{name}')", label.split()[1], show=False,
+                  id=f"focus_{name}", tooltip=f"focus the {label.split()[1]} pane")
+          for i, (name, label) in enumerate(PANES, 1)],
+        Binding("t", "toggle_theme", "Theme", show=False, id="theme",
+                tooltip="switch between the dark and the light theme"),
+        Binding("f1,question_mark", "help", "Help", id="help", tooltip="help: every key"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True,
+                tooltip="quit; a running training is stopped and stored first"),
+        Binding("escape", "leave_field", "Leave field", show=False, id="leave_field",
+                tooltip="leave a text field, so the letter keys act"),
+    ]
+
+    def __init__(self, store_root: str | Path | None = None, *, preset: str | None = "quick",
+                 config: RunConfig | None = None, theme: str = "textual-dark",
+                 watch_store: bool = True, store: Any = None) -> None:
+        from cnnprobe.store import default_root
+
+        super().__init__()
+        # No sliding underlines or smooth scrolls: over SSH they cost bandwidth, and every
+        # animation frame is Python the training thread waits for (bench/bench_tui.py).
+        self.animation_level = "none"
+        self.store_root = Path(store_root) if store_root else default_root()
+        self.initial_preset = preset if config is None else None
+        self.initial_config = config or (apply_preset(RunConfig(), preset) if preset
+                                         else RunConfig())
+        self.initial_theme = theme
+        self.watch_store = watch_store
+        self.given_store = store  # tests: a fixed store object instead of opening one
+        self.store = None
+        self.store_error = ""
+        self.exported: list[Path] = []
+        self._init_lab()
+
+    # -- layout
+    def compose(self) -> ComposeResult:
+        cfg = self.initial_config
+        yield Tabs(*[Tab(label, id=f"tab-{name}") for name, label in PANES], id="pane-tabs")
+        with Container(id="main"):
+            with Vertical(id="setup"):
+                yield TaskPane(cfg.task, id="task")
+                yield ModelPane(cfg, preset=self.initial_preset, id="model")
+            yield PlotsPane(id="plots")
+            yield RunsPane(id="runs")
+            yield LogPane(id="log")
+        yield Static("", id="form-error", markup=False)
+        yield RunStatus(id="status")
+        yield Footer(compact=True)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    @property
+    def plots(self) -> PlotsPane:
+        return self.query_one(PlotsPane)
+
+    @property
+    def runs(self) -> RunsPane:
+        return self.query_one(RunsPane)
+
+    @property
+    def status(self) -> RunStatus:
+        return self.query_one(RunStatus)
+
+    def on_mount(self) -> None:
+        self.theme = self.initial_theme
+        self.apply_layout(self.size)
+        self.show_pane("task")
+        self.open_store()
+        self._model_table()
+        self.set_interval(REFRESH_S, self.tick)
+        if self.watch_store:
+            self.set_interval(POLL_S, self.refresh_runs)
+        self.revalidate()
+        self.plots.show(None)
+        self.status.show(None)
+
+    def on_unmount(self) -> None:
+        self.stop_everything()
+
+    def open_store(self) -> None:
+        from cnnprobe.store import RunStore
+
+        runs = self.runs
+        runs.border_subtitle = str(self.store_root)
+        try:
+            self.store = self.given_store or RunStore(self.store_root)
+        except Exception as exc:  # noqa: BLE001 - any reason a store can't open is shown
+            self.store = None
+            reason = str(exc) or type(exc).__name__
+            self.store_error = f"store {self.store_root} could not be opened: {reason}"
+            runs.set_message(self.store_error + "\nTraining needs a store: restart with "
+                             "--store DIR (a writable folder).")
+            self.log_pane.event(self.store_error, "error")
+            self.notify(self.store_error, severity="error", timeout=10)
+            return
+        self.refresh_runs()
+        self.log_pane.event(f"store {self.store_root}: {len(runs.records)} runs")
+
+    def worker_store(self) -> AbstractContextManager:
+        """A store for a worker thread, closed when the worker is done with it."""
+        from cnnprobe.store import RunStore
+
+        if self.given_store is not None:
+            return nullcontext(self.given_store)
+        return RunStore(self.store_root)
+
+    def refresh_runs(self, select: str | None = None) -> None:
+        if self.store is None:
+            return
+        try:
+            records = self.store.list_runs()
+        except Exception as exc:  # noqa: BLE001 - a store that breaks later is shown too
+            self.runs.set_message(f"could not read the store: {exc}")
+            return
+        self.runs.set_records(records)
+        if select:
+            self.runs.select(select)
+        self.follow_external_run()
+
+    def follow_external_run(self) -> None:
+        """A run another process trains (the CLI, say) redraws as its store record grows."""
+        shown = self.plots.view
+        if self.viewed_job is not None or shown is None or shown.run_id != self.viewed_id:
+            return
+        rec = self.runs.record(shown.run_id)
+        if rec is not None and (rec.status == "running" or rec.status != shown.status) \
+                and self.live_job(rec.id) is None:
+            self._load_run(rec.id)
+
+    def on_resize(self, event) -> None:
+        self.apply_layout(event.size)
+
+    def apply_layout(self, size: Size) -> None:
+        narrow = size.width < NARROW_WIDTH or size.height < NARROW_HEIGHT
+        self.screen_main.set_class(narrow, "-narrow")
+
+    @property
+    def screen_main(self) -> Screen:
+        return self.screen if not isinstance(self.screen, ModalScreen) else self.screen_stack[0]
+
+    def show_pane(self, name: str) -> None:
+        """In the narrow layout, the pane on screen; in the grid, all are."""
+        for pane, _ in PANES:
+            self.query_one(f"#{pane}").set_class(pane == name, "-current")
+        self.query_one("#setup").set_class(name in ("task", "model"), "-current")
+        tabs = self.query_one("#pane-tabs", Tabs)
+        if tabs.active != f"tab-{name}":
+            tabs.active = f"tab-{name}"
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        if event.tabs.id == "pane-tabs" and event.tab.id:
+            self.show_pane(event.tab.id.removeprefix("tab-"))
+
+    def action_focus_pane(self, name: str) -> None:
+        self.show_pane(name)
+        target = {"task": "#task-list", "model": "#model Select", "plots": "#plots Tabs",
+                  "runs": "#runs-table", "log": "#log"}[name]
+        self.query(target).first().focus()
+
+    def action_plot_tab(self, delta: int) -> None:
+        self.plots.step_tab(delta)
+        self.show_pane("plots")
+
+    def action_show_plot(self, tab: str) -> None:
+        self.plots.set_tab(tab)
+        self.show_pane("plots")
+
+    def action_leave_field(self) -> None:
+        if isinstance(self.focused, Input):
+            self.screen.set_focus(None)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.key_rows()))
+
+    # -- the form
+    def read_config(self) -> tuple[RunConfig | None, dict[str, str]]:
+        """The form as a validated RunConfig, or the errors keyed by form field."""
+        data = RunConfig().to_dict()
+        errors = self.query_one(TaskPane).read_into(data) + \
+            self.query_one(ModelPane).read_into(data)
+        if errors:
+            return None, {e.field: str(e) for e in errors}
+        try:
+            cfg = validate(RunConfig.from_dict(data))
+            device_key(cfg.train.device)
+        except ConfigError as exc:
+            return None, {key: str(exc) for key in form_keys(exc.field)}
+        return cfg, {}
+
+    def revalidate(self) -> RunConfig | None:
+        cfg, errors = self.read_config()
+        self.query_one(TaskPane).show_errors(errors)
+        self.query_one(ModelPane).show_errors(errors)
+        shown = {f.key for pane in (TaskPane, ModelPane) for f in self.query_one(pane).fields()
+                 if f.display}
+        stray = [msg for key, msg in errors.items() if key not in shown]
+        note = self.query_one("#form-error", Static)
+        note.update(stray[0] if stray else "")
+        note.display = bool(stray)
+        return cfg
+
+    def show_config_error(self, exc: ConfigError) -> None:
+        """An engine refusal at start (e.g. weights not found) lands at its field too."""
+        errors = {key: str(exc) for key in form_keys(exc.field)}
+        self.query_one(TaskPane).show_errors(errors)
+        self.query_one(ModelPane).show_errors(errors)
+
+    def on_form_pane_edited(self, event: FormPane.Edited) -> None:
+        self.revalidate()
+
+    def on_model_pane_preset_chosen(self, event: ModelPane.PresetChosen) -> None:
+        cfg, _ = self.read_config()
+        cfg = apply_preset(cfg or self.initial_config, event.name)
+        self.query_one(TaskPane).write(cfg)
+        self.query_one(ModelPane).write(cfg)
+        self.revalidate()
+        self.log_pane.event(f"preset {event.name}: {cfg.task.height}x{cfg.task.width}, "
+                            f"batch {cfg.train.batch_size}, {cfg.train.total_steps} steps")
+
+    @work(thread=True, exit_on_error=False, group="models", description="model table")
+    def _model_table(self) -> None:
+        self.post_message(ModelTableReady(cached_model_table()))
+
+    def on_model_table_ready(self, message: ModelTableReady) -> None:
+        self.query_one(ModelPane).set_model_rows(message.rows)
+
+    def action_train(self) -> None:
+        cfg = self.revalidate()
+        if cfg is None:
+            _, errors = self.read_config()
+            key, msg = next(iter(errors.items()))
+            self.notify(msg, title="fix this first", severity="error", timeout=6)
+            for pane in (TaskPane, ModelPane):
+                f = self.query_one(pane).field(key)
+                if f is not None and f.display:
+                    self.show_pane("task" if pane is TaskPane else "model")
+                    f.control.focus()
+            return
+        if self.store is None:
+            self.notify(self.store_error or "no store", severity="error", timeout=8)
+            return
+        self.submit(TrainJob("train", cfg, device_key(cfg.train.device)))
+
+    # -- selection
+    def on_runs_pane_selected(self, event: RunsPane.Selected) -> None:
+        self.view_run(event.run_id)
+
+    # -- keys, palette, help
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if binding.id in ("leave_field",) or binding.id.startswith("focus_"):
+                continue
+            key = _key_name(binding.key.split(",")[0])
+            title = PALETTE_TITLES.get(binding.id, binding.description)
+            yield SystemCommand(title, f"{binding.tooltip} (key {key})",
+                                lambda a=binding.action: self.run_action(a))
+        for name, label in PANES:
+            yield SystemCommand(f"Focus {label[2:]} pane", f"key {label[0]}",
+                                lambda n=name: self.action_focus_pane(n))
+        for tab, label in TABS:
+            yield SystemCommand(f"Plot: {label}", "show this plot tab",
+                                lambda t=tab: self.action_show_plot(t))
+        yield SystemCommand("Loss plot: log scale", "toggle (l in Plots)",
+                            lambda: self.plots.action_toggle_log())
+        for preset in PRESETS:
+            yield SystemCommand(f"Preset: {preset}", "fill the form from this preset",
+                                lambda p=preset: self.post_message(ModelPane.PresetChosen(p)))
+
+    def key_rows(self) -> list[tuple[str, str, str]]:
+        """The key table, from the bindings themselves (help screen and README)."""
+        return key_table()
+
+
+def key_table() -> list[tuple[str, str, str]]:
+    rows = []
+    where = {"sweep_resolution": "outside fields", "sweep_distractors": "outside fields",
+             "resume": "outside fields", "finetune": "outside fields",
+             "export": "outside fields", "mark": "outside fields", "delete": "outside fields",
+             "plot_prev": "outside fields", "plot_next": "outside fields",
+             "theme": "outside fields", "leave_field": "in a field"}
+    for b in CnnprobeApp.BINDINGS:
+        keys = " / ".join(_key_name(k) for k in b.key.split(","))
+        place = where.get(b.id, "outside fields" if b.id.startswith("focus_") else "anywhere")
+        rows.append((keys, b.tooltip or b.description, place))
+    for b in PlotsPane.BINDINGS:
+        rows.append((" / ".join(_key_name(k) for k in b.key.split(",")),
+                     b.tooltip or b.description, "Plots pane"))
+    rows.append(("ctrl+p", "command palette", "anywhere"))
+    rows.append(("tab / shift+tab", "next / previous field", "anywhere"))
+    return rows
+
+
+def _key_name(key: str) -> str:
+    return {"left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?",
+            "equals_sign": "=", "plus": "+", "minus": "-"}.get(key, key)
+
+
+_MODEL_TABLE: list[dict] | None = None
+
+
+def cached_model_table() -> list[dict]:
+    """Building every model to count parameters takes a moment: once per process."""
+    global _MODEL_TABLE
+    if _MODEL_TABLE is None:
+        from cnnprobe.models import model_table
+
+        _MODEL_TABLE = model_table()
+    return _MODEL_TABLE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnprobe-tui", description="The cnnprobe lab in "
+                                     "the terminal: train, watch and compare probe runs.")
+    parser.add_argument("--store", metavar="DIR",
+                        help="run store folder (default: $CNNPROBE_STORE or ./checkpoints)")
+    parser.add_argument("--theme", choices=("dark", "light"), default="dark")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                        help="fill the form from this preset at start (default: quick)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `cnnprobe-tui [--store DIR] [--theme dark|light] [--preset NAME]`."""
+    args = build_parser().parse_args(argv)
+    app = CnnprobeApp(args.store, preset=args.preset, theme=f"textual-{args.theme}")
+    app.run()
+    return app.return_code or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+"""What the lab does with runs: train, stop, queue, sweep, resume, fine-tune, export, delete.
+
+A mixin of the app, so the actions read next to the state they change. Worker bodies
+only call the engine (`cnnprobe.runs`) and post messages; everything that touches a
+widget happens here, on the UI thread, when the message arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from textual import work
+from textual.worker import Worker, WorkerState
+
+from cnnprobe.config import ConfigError, RunConfig
+from cnnprobe.device import memory_line, resolve_device
+from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from tui.jobs import RunIdKnown, SweepJob, TrainJob
+from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
+from tui.run_view import RunView
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.export import ExportScreen
+from tui.screens.finetune import FinetuneScreen
+from tui.screens.queue_or_stop import QueueOrStopScreen
+from tui.screens.resume import ResumeScreen
+from tui.screens.sweep import SweepScreen
+
+if TYPE_CHECKING:
+    from tui.app import CnnprobeApp
+
+REFRESH_S = 0.5  # the UI merges trainer events and redraws the progress line this often
+PLOT_EVERY_S = 1.0  # and redraws a live plot at most this often (bench/bench_tui.py)
+
+
+def device_key(name: str) -> str:
+    """The device a run will use, as one string per physical device ("cpu", "cuda:0")."""
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(dev)
+
+
+def metrics_line(metrics: dict[str, float]) -> str:
+    parts = [f"MAE {metrics['mae']:.4g}"] if "mae" in metrics else []
+    for key, label in (("rmse", "RMSE"), ("max_error", "max err"), ("r2", "R²"),
+                       ("accuracy", "acc"), ("heldout_mae", "held-out MAE")):
+        if key in metrics:
+            parts.append(f"{label} {metrics[key]:.4g}")
+    return ", ".join(parts)
+
+
+class LabActions:
+    """Run management for CnnprobeApp (self is the app)."""
+
+    # -- state, set up by the app's __init__
+    def _init_lab(self: CnnprobeApp) -> None:
+        self.active: dict[str, TrainJob] = {}  # device -> its running training
+        self.queue: list[TrainJob] = []
+        self.sweeps: dict[int, SweepJob] = {}
+        self.worker_jobs: dict[Worker, Any] = {}
+        self.views: dict[str, RunView] = {}  # finished runs' data, by id
+        self.viewed_job: TrainJob | None = None
+        self.viewed_id: str | None = None
+        self.quitting = False
+        self._memory = ("", 0.0)
+        self._plotted_at = 0.0
+        self._warned: set[str] = set()
+
+    # -- training
+    def submit(self: CnnprobeApp, job: TrainJob) -> None:
+        """Start a training now, or ask whether to queue it or stop the one on its device."""
+        running = self.active.get(job.device)
+        if running is None:
+            self.start_training(job)
+            return
+
+        def answer(choice: str | None) -> None:
+            if choice == "queue":
+                self.queue.append(job)
+                self.log_pane.event(f"queued {job.title} (#{len(self.queue)} on {job.device})")
+            elif choice == "stop":
+                self.queue.insert(0, job)
+                running.cancel.set()
+                self.log_pane.event(f"stopping {running.title}; {job.title} starts next",
+                                    "warn")
+            self.start_next(job.device)  # the running one may have ended while we asked
+            self.update_status()
+
+        current = f"{running.title}, step {running.step}/{running.total_steps or '?'}"
+        self.push_screen(QueueOrStopScreen(job.device, current, job.title), answer)
+
+    def start_training(self: CnnprobeApp, job: TrainJob) -> None:
+        job.start_clock()
+        self.active[job.device] = job
+        if job.kind == "resume" and job.parent_id in self.views:
+            parent = self.views[job.parent_id]
+            job.view.train_history = list(parent.train_history)
+            job.view.val_history = list(parent.val_history)
+        self.view_job(job)
+        self.log_pane.event(f"starting {job.title} on {job.device}")
+        worker = self._train_worker(job)
+        self.worker_jobs[worker] = job
+        self.update_status()
+
+    @work(thread=True, exit_on_error=False, group="train", description="training")
+    def _train_worker(self: CnnprobeApp, job: TrainJob) -> None:
+        from cnnprobe.runs import finetune_run, resume_run, train_run
+
+        def created(run_id: str) -> None:
+            job.events.note(RunIdKnown(run_id))
+
+        callbacks = [job.events]
+        with self.worker_store() as store:  # this thread's own connection
+            if job.kind == "train":
+                run_id, result = train_run(store, job.config, callbacks, job.cancel,
+                                           on_created=created)
+            elif job.kind == "resume":
+                created(job.parent_id)  # a resume continues the same record
+                run_id, result = resume_run(store, job.parent_id, job.extra_steps, callbacks,
+                                            job.cancel)
+            else:
+                run_id, result = finetune_run(store, job.parent_id, height=job.height,
+                                              width=job.width, steps=job.steps, lr=job.lr,
+                                              callbacks=callbacks, cancel=job.cancel,
+                                              on_created=created)
+        self.post_message(TrainingEnded(job, run_id, result))
+
+    def apply_events(self: CnnprobeApp, job: TrainJob) -> bool:
+        """Merge what the trainer sent since the last tick; True when the plots changed."""
+        changed = False
+        for ev in job.events.drain():
+            if isinstance(ev, StepEvent):
+                job.step, job.samples_per_s, job.total_steps = ev.step, ev.samples_per_s, \
+                    ev.total_steps
+                job.view.train_history.append({"step": ev.step, "loss": ev.loss,
+                                               "samples_per_s": ev.samples_per_s,
+                                               "elapsed_s": ev.elapsed_s})
+                changed = True
+            elif isinstance(ev, EvaluationEvent):
+                job.view.val_history.append({"step": ev.step, **ev.metrics})
+                if ev.evaluation is not None:  # Predictions and Errors follow the run
+                    job.view.predictions = ev.evaluation.predictions
+                    job.view.labels = ev.evaluation.labels
+                best = " best" if ev.is_best else ""
+                r2 = ev.metrics.get("r2", float("nan"))
+                self.log_pane.event(f"step {ev.step}: val MAE {ev.metrics['mae']:.4g}, "
+                                    f"R² {r2:.3f}{best}")
+                changed = True
+            elif isinstance(ev, RunStarted):
+                job.total_steps, job.step, job.device_name = ev.total_steps, ev.start_step, \
+                    ev.device_name
+                self.log_pane.event(f"{job.title}: {ev.total_steps} steps on {ev.device} "
+                                    f"({ev.device_name}), {ev.parameters:,} parameters")
+            elif isinstance(ev, RunIdKnown):
+                job.run_id = job.view.run_id = ev.run_id
+                self.log_pane.event(f"run {ev.run_id[:8]} recorded in the store", "dim")
+                self.refresh_runs(select=ev.run_id if self.viewed_job is job else None)
+        if changed:
+            job.view.touch()
+        return changed
+
+    def tick(self: CnnprobeApp) -> None:
+        """The throttle: a few times a second, merge events and redraw what is shown."""
+        if not self.plots.is_mounted:  # shutting down
+            return
+        redraw = False
+        for job in list(self.active.values()):
+            if self.apply_events(job) and job is self.viewed_job:
+                redraw = True
+        for sweep in list(self.sweeps.values()):
+            if self.apply_sweep_rows(sweep) and sweep.run_id == self.viewed_id:
+                redraw = True
+        now = time.monotonic()
+        if redraw and now - self._plotted_at >= PLOT_EVERY_S:
+            self._plotted_at = now
+            self.plots.redraw()
+        if self.active or self.sweeps:
+            self.update_status()
+
+    def update_status(self: CnnprobeApp) -> None:
+        job = self.viewed_job if self.viewed_job in self.active.values() else next(
+            iter(self.active.values()), None)
+        memory = ""
+        if job is not None and job.device.startswith("cuda"):
+            text, at = self._memory
+            if time.monotonic() - at > 1.0:  # once a second is plenty
+                text = memory_line(torch.device(job.device))
+                self._memory = (text, time.monotonic())
+            memory = text
+        self.status.show(job, queued=len(self.queue), sweeps=len(self.sweeps), memory=memory)
+
+    def on_training_ended(self: CnnprobeApp, message: TrainingEnded) -> None:
+        job, result = message.job, message.result
+        self.apply_events(job)
+        self.finish_job(job)
+        view = job.view
+        view.run_id, view.status, view.reason = message.run_id, result.status, result.reason
+        view.metrics = dict(result.final_metrics)
+        if result.evaluation is not None:
+            view.predictions = result.evaluation.predictions
+            view.labels = result.evaluation.labels
+        view.touch()
+        self.views[message.run_id] = view
+        done = f"{job.title} ({message.run_id[:8]})"
+        if result.status == "finished":
+            self.log_pane.event(f"finished {done}: {result.steps_done} steps in "
+                                f"{result.wall_time_s:.1f}s; {metrics_line(view.metrics)}",
+                                "good")
+            self.notify(f"{done} finished: {metrics_line(view.metrics)}", timeout=4)
+        elif result.status == "cancelled":
+            metrics = metrics_line(view.metrics) or "no metrics yet"
+            self.log_pane.event(f"cancelled {done} at step {result.steps_done}; stored with "
+                                f"{metrics}", "warn")
+        else:
+            self.log_pane.event(f"failed {done} at step {result.steps_done}: {result.reason}",
+                                "error")
+            self.notify(f"{done} failed: {result.reason}", severity="error", timeout=10)
+        self.refresh_runs(select=message.run_id if self.viewed_job is job else None)
+        if self.viewed_job is job:
+            self.plots.redraw()
+        self.start_next(job.device)
+
+    def finish_job(self: CnnprobeApp, job: TrainJob) -> None:
+        if self.active.get(job.device) is job:
+            del self.active[job.device]
+        self.update_status()
+
+    def start_next(self: CnnprobeApp, device: str) -> None:
+        if self.quitting or device in self.active:
+            return
+        nxt = next((j for j in self.queue if j.device == device), None)
+        if nxt is not None:
+            self.queue.remove(nxt)
+            self.start_training(nxt)
+
+    def on_worker_state_changed(self: CnnprobeApp, event: Worker.StateChanged) -> None:
+        job = self.worker_jobs.get(event.worker)
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            reason = str(error) if isinstance(error, ConfigError) else \
+                f"{type(error).__name__}: {error}"
+            what = job.title if job is not None else event.worker.description
+            self.log_pane.event(f"{what} could not run: {reason}", "error")
+            self.notify(f"{what}: {reason}", severity="error", timeout=10)
+            if isinstance(job, TrainJob):
+                if isinstance(error, ConfigError) and job.kind == "train":
+                    self.show_config_error(error)
+                self.finish_job(job)
+                self.refresh_runs()
+                self.start_next(job.device)
+            elif isinstance(job, SweepJob):
+                self.sweeps.pop(job.number, None)
+                self.update_status()
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.worker_jobs.pop(event.worker, None)
+
+    def action_stop(self: CnnprobeApp) -> None:
+        """Stop the viewed run (else every run) at its next step; sweeps too."""
+        jobs: list[Any]
+        if self.viewed_job is not None and self.viewed_job in self.active.values():
+            jobs = [self.viewed_job]
+        else:
+            jobs = list(self.active.values())
+        jobs += list(self.sweeps.values())
+        if not jobs:
+            self.notify("nothing is running", timeout=2)
+            return
+        for job in jobs:
+            if not job.cancel.is_set():
+                job.cancel.set()
+                self.log_pane.event(f"stopping {job.title} at the next step", "warn")
+
+    # -- viewing
+    def view_job(self: CnnprobeApp, job: TrainJob) -> None:
+        self.viewed_job, self.viewed_id = job, job.run_id
+        self.plots.show(job.view)
+
+    def live_job(self: CnnprobeApp, run_id: str) -> TrainJob | None:
+        return next((j for j in self.active.values() if j.run_id == run_id), None)
+
+    def view_run(self: CnnprobeApp, run_id: str) -> None:
+        if run_id == self.viewed_id and (self.viewed_job is None
+                                         or self.viewed_job.run_id == run_id):
+            return
+        live = self.live_job(run_id)
+        if live is not None:
+            self.view_job(live)
+            return
+        self.viewed_job, self.viewed_id = None, run_id
+        cached = self.views.get(run_id)
+        rec = self.runs.record(run_id)
+        if rec is not None and rec.config_warning and run_id not in self._warned:
+            self._warned.add(run_id)
+            self.log_pane.event(f"{run_id[:8]}: {rec.config_warning}", "warn")
+        if cached is not None and (rec is None or rec.status == cached.status):
+            self.plots.show(cached)
+        else:
+            self._load_run(run_id)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="load", description="load")
+    def _load_run(self: CnnprobeApp, run_id: str) -> None:
+        with self.worker_store() as store:
+            view = RunView.from_store(store, store.get(run_id))
+        self.post_message(RunLoaded(view))
+
+    def on_run_loaded(self: CnnprobeApp, message: RunLoaded) -> None:
+        view = message.view
+        if view.status != "running":
+            self.views[view.run_id] = view
+        if self.viewed_id == view.run_id and self.viewed_job is None:
+            self.plots.show(view)
+
+    # -- run actions on the selected run
+    def selected_record(self: CnnprobeApp, verb: str, *, idle: bool = True):
+        run_id = self.runs.selected_id
+        rec = self.runs.record(run_id) if run_id else None
+        if rec is None:
+            self.notify(f"select a run in Runs (4) to {verb} it", severity="warning", timeout=3)
+            return None
+        if idle and (rec.status == "running" or self.live_job(rec.id)):
+            self.notify(f"{rec.id[:8]} is still running: stop it (ctrl+s) or wait to {verb} it",
+                        severity="warning", timeout=4)
+            return None
+        return rec
+
+    def action_sweep(self: CnnprobeApp, kind: str) -> None:
+        rec = self.selected_record("sweep")
+        if rec is None:
+            return
+
+        def go(values: dict | None) -> None:
+            if values:
+                job = SweepJob(rec.id, kind, values.get("resolutions"),
+                               values.get("max_distractors", 8), values["n"])
+                self.sweeps[job.number] = job
+                if self.viewed_id == rec.id:
+                    self.plots.set_tab("sweep")
+                self.log_pane.event(f"starting {job.title}")
+                self.worker_jobs[self._sweep_worker(job)] = job
+                self.update_status()
+
+        self.push_screen(SweepScreen(rec, kind), go)
+
+    @work(thread=True, exit_on_error=False, group="sweep", description="sweep")
+    def _sweep_worker(self: CnnprobeApp, job: SweepJob) -> None:
+        from cnnprobe.runs import sweep_run
+        kw: dict[str, Any] = {"n": job.n, "cancel": job.cancel, "on_row": job.rows}
+        if job.kind == "resolution":
+            kw["resolutions"] = job.resolutions
+        else:
+            kw["max_distractors"] = job.max_distractors
+        with self.worker_store() as store:
+            sweep = sweep_run(store, job.run_id, job.kind, **kw)
+        self.post_message(SweepEnded(job, sweep))
+
+    def apply_sweep_rows(self: CnnprobeApp, job: SweepJob) -> bool:
+        """Each swept value's metrics as it is done: the Sweep plot grows point by point."""
+        rows = job.rows.drain()
+        view = self.views.get(job.run_id)
+        if not rows or view is None:
+            return False
+        import pandas as pd
+
+        job.done.extend(rows)
+        view.sweeps[job.kind] = pd.DataFrame(job.done)
+        view.touch()
+        return True
+
+    def on_sweep_ended(self: CnnprobeApp, message: SweepEnded) -> None:
+        job, sweep = message.job, message.sweep
+        table = sweep.table
+        self.sweeps.pop(job.number, None)
+        self.update_status()
+        key = job.kind
+        if sweep.cancelled:
+            self.log_pane.event(f"{job.title} stopped after {len(table)} points; not saved",
+                                "warn")
+        elif len(table):
+            worst = table.loc[table["mae"].idxmax()]
+            best = table.loc[table["mae"].idxmin()]
+            self.log_pane.event(f"{job.title}: {len(table)} points, MAE {best['mae']:.4g} at "
+                                f"{key} {best[key]:g} to {worst['mae']:.4g} at {worst[key]:g}",
+                                "good")
+        view = self.views.get(job.run_id)
+        if view is not None:
+            if len(table) and not sweep.cancelled:
+                view.sweeps[job.kind] = table
+            elif sweep.cancelled:  # the stored sweep (if any) is what stands
+                self._load_run(job.run_id)
+            view.touch()
+        if self.viewed_id == job.run_id:
+            if view is None:
+                self._load_run(job.run_id)
+            self.plots.set_tab("sweep")
+            self.plots.redraw()
+        if job.run_id in self.runs.marked:
+            self.load_compare()
+
+    def action_resume(self: CnnprobeApp) -> None:
+        rec = self.selected_record("resume")
+        if rec is None:
+            return
+
+        def go(values: dict | None) -> None:
+            if values:
+                self._submit_stored(rec, "resume", rec.config, extra_steps=values["extra_steps"])
+
+        self.push_screen(ResumeScreen(rec), go)
+
+    def action_finetune(self: CnnprobeApp) -> None:
+        rec = self.selected_record("fine-tune")
+        if rec is None:
+            return
+
+        def go(values: dict | None) -> None:
+            if values:
+                from dataclasses import replace
+
+                c = rec.config
+                cfg = replace(c, task=replace(c.task, height=values["height"],
+                                              width=values["width"]),
+                              train=replace(c.train, steps=values["steps"],
+                                            lr=values["lr"] or c.train.lr))
+                self._submit_stored(rec, "finetune", cfg, height=values["height"],
+                                    width=values["width"], steps=values["steps"],
+                                    lr=values["lr"])
+
+        self.push_screen(FinetuneScreen(rec), go)
+
+    def _submit_stored(self: CnnprobeApp, rec: Any, kind: str, cfg: RunConfig,
+                       **kw: Any) -> None:
+        try:
+            device = device_key(cfg.train.device)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error", timeout=6)
+            return
+        self.submit(TrainJob(kind, cfg, device, parent_id=rec.id, **kw))
+
+    def action_export(self: CnnprobeApp) -> None:
+        rec = self.selected_record("export", idle=False)
+        if rec is None:
+            return
+
+        def go(values: dict | None) -> None:
+            if values:
+                worker = self._export_worker(rec.id, values["format"], values["path"],
+                                             values["force"])
+                self.worker_jobs[worker] = None
+
+        self.push_screen(ExportScreen(rec), go)
+
+    @work(thread=True, exit_on_error=False, group="export", description="export")
+    def _export_worker(self: CnnprobeApp, run_id: str, fmt: str, path: Path | None,
+                       force: bool) -> None:
+        from cnnprobe.export import export_run
+        with self.worker_store() as store:
+            paths = export_run(store, run_id, fmt, path, force=force)
+        self.post_message(Exported(run_id, fmt, [Path(p).resolve() for p in paths]))
+
+    def on_exported(self: CnnprobeApp, message: Exported) -> None:
+        self.exported = message.paths
+        names = ", ".join(str(p) for p in message.paths)
+        self.log_pane.event(f"exported {message.run_id[:8]} as {message.fmt}: {names}", "good")
+        self.notify(f"written: {names}", title="export", timeout=8)
+
+    def action_mark(self: CnnprobeApp) -> None:
+        rec = self.selected_record("mark", idle=False)
+        if rec is None:
+            return
+        marked = self.runs.toggle_mark(rec.id)
+        n = len(self.runs.marked)
+        self.notify(f"{rec.id[:8]} {'marked' if marked else 'unmarked'}; {n} marked for "
+                    "Compare", timeout=2)
+        self.load_compare()
+
+    def load_compare(self: CnnprobeApp) -> None:
+        self._compare_worker(list(self.runs.marked))
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="compare",
+          description="compare")
+    def _compare_worker(self: CnnprobeApp, run_ids: list[str]) -> None:
+        views = []
+        with self.worker_store() as store:
+            for run_id in run_ids:
+                cached = self.views.get(run_id)
+                views.append(cached if cached is not None
+                             else RunView.from_store(store, store.get(run_id)))
+        self.post_message(CompareLoaded(views))
+
+    def on_compare_loaded(self: CnnprobeApp, message: CompareLoaded) -> None:
+        self.plots.show_compare(message.views)
+
+    def action_delete(self: CnnprobeApp) -> None:
+        rec = self.selected_record("delete")
+        if rec is None:
+            return
+
+        def go(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.store.delete(rec.id)
+            except Exception as exc:  # noqa: BLE001 - shown, and the app goes on
+                self.notify(f"could not delete {rec.id[:8]}: {exc}", severity="error")
+                return
+            self.views.pop(rec.id, None)
+            if rec.id in self.runs.marked:
+                self.runs.toggle_mark(rec.id)
+                self.load_compare()
+            self.log_pane.event(f"deleted run {rec.id[:8]} ({rec.task}/{rec.model} "
+                                f"{rec.resolution})", "warn")
+            if self.viewed_id == rec.id:
+                self.viewed_id = None
+                self.plots.show(None)
+            self.refresh_runs()
+
+        self.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]}?",
+                                       f"{rec.task}/{rec.model} {rec.resolution}, {rec.status}. "
+                                       "Its record, history, sweeps and weights are removed; "
+                                       "this cannot be undone."), go)
+
+    # -- quitting
+    def action_quit(self: CnnprobeApp) -> None:
+        """Quit; a running training or sweep is stopped first and stored as cancelled."""
+        if not self.active and not self.sweeps:
+            self.exit()
+            return
+        if self.quitting:
+            return
+        self.quitting = True
+        dropped = len(self.queue)
+        self.stop_everything()
+        self.log_pane.event("quitting: stopping the running work at its next step"
+                            + (f"; {dropped} queued runs dropped" if dropped else ""), "warn")
+        self.notify("stopping the run, then quitting…", timeout=5)
+        self.run_worker(self._exit_when_stopped(), group="quit", exit_on_error=False)
+
+    def stop_everything(self: CnnprobeApp) -> None:
+        """However the app ends, no training outlives it by more than a step."""
+        self.queue.clear()
+        for job in [*self.active.values(), *self.sweeps.values()]:
+            job.cancel.set()
+
+    async def _exit_when_stopped(self: CnnprobeApp) -> None:
+        for worker in list(self.workers):
+            if worker.group in ("train", "sweep", "export"):
+                try:
+                    await worker.wait()
+                except Exception:  # noqa: BLE001 - a failed worker has stopped too
+                    pass
+        self.exit()

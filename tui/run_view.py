@@ -1,0 +1,74 @@
+"""What the plots show of one run: histories, last predictions and sweeps, live or stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnprobe.config import RunConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cnnprobe.store import RunRecord, RunStore
+
+
+@dataclass
+class RunView:
+    """The data of one run the plots pane draws; filled live from events or from the store."""
+
+    run_id: str | None
+    config: RunConfig
+    status: str = "running"
+    reason: str = ""
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    predictions: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> Sweep.table
+    metrics: dict[str, float] = field(default_factory=dict)
+    version: int = 0  # bumped on every change, so plots redraw only what changed
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        short = (self.run_id or "new")[:8]
+        return f"{short} {c.task.name}/{c.model.name} {c.task.height}x{c.task.width}"
+
+    @property
+    def loss_name(self) -> str:
+        return self.config.train.loss
+
+    def touch(self) -> None:
+        self.version += 1
+
+    @classmethod
+    def from_store(cls, store: RunStore, record: RunRecord) -> RunView:
+        """Everything the plots need of a stored run (called in a worker thread)."""
+        view = cls(record.id, record.config, record.status, record.reason,
+                   metrics=dict(record.metrics))
+        view.train_history = list(store.train_history(record.id))
+        view.val_history = list(store.val_history(record.id))
+        pl = store.predictions(record.id)
+        if pl is not None:
+            view.predictions, view.labels = (np.asarray(a, dtype=np.float64) for a in pl)
+        for kind in ("resolution", "distractors"):
+            sweep = store.sweep(record.id, kind)
+            if sweep is not None:
+                view.sweeps[kind] = sweep.table
+        return view
+
+
+def validation_curve(view: RunView) -> tuple[list[float], list[float], str]:
+    """Validation points on the training loss's scale: MAE for l1/huber, RMSE² for mse."""
+    steps, values = [], []
+    name = "val MSE" if view.loss_name == "mse" else "val MAE"
+    for row in view.val_history:
+        v: Any = row.get("rmse") if view.loss_name == "mse" else row.get("mae")
+        if v is None:
+            continue
+        steps.append(float(row["step"]))
+        values.append(float(v) ** 2 if view.loss_name == "mse" else float(v))
+    return steps, values, name

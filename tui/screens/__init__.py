@@ -1,0 +1,1 @@
+"""Modal dialogs: confirmations and the small forms behind run actions."""

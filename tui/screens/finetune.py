@@ -1,0 +1,56 @@
+"""Fine-tune a stored run at another resolution: size, steps and learning rate."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from cnnprobe.config import ConfigError, validate
+from tui.screens.form_dialog import FormDialog
+from tui.widgets.field import Field, text_input
+
+# Engine field names -> this dialog's fields, so the engine's error lands at the right row.
+FIELD_OF = {"task.height": "height", "task.width": "width", "task.height/width": "height",
+            "resolution": "height", "train.steps": "steps", "train.lr": "lr"}
+
+
+class FinetuneScreen(FormDialog):
+    """Answers {"height", "width", "steps", "lr"} for `finetune_run`."""
+
+    TITLE_TEXT = "Fine-tune at another resolution"
+    OK_LABEL = "Fine-tune"
+
+    def __init__(self, record: Any) -> None:
+        cfg = record.config
+        super().__init__(f"A new run starts from the weights of {record.id[:8]} "
+                         f"({cfg.task.name}/{cfg.model.name}, trained at "
+                         f"{cfg.task.height}x{cfg.task.width}).")
+        self.record = record
+
+    def fields(self) -> list[Field]:
+        cfg = self.record.config
+        size = min(4096, max(cfg.task.height, cfg.task.width) * 2)
+        steps = min(cfg.train.total_steps, 1000)
+        return [Field("height", "height px", text_input(size), "int"),
+                Field("width", "width px", text_input(size), "int"),
+                Field("steps", "steps", text_input(steps), "int"),
+                Field("lr", "learning rate", text_input("", f"{cfg.train.lr:g} (as trained)"),
+                      "opt_str")]
+
+    def check(self, values: dict[str, Any]) -> dict[str, Any]:
+        lr = values.get("lr")
+        if lr is not None:
+            try:
+                lr = float(lr)
+            except ValueError:
+                raise ConfigError("lr", lr, "a number such as 1e-4, or empty") from None
+        cfg = self.record.config
+        trial = replace(cfg, task=replace(cfg.task, height=values["height"],
+                                          width=values["width"]),
+                        train=replace(cfg.train, steps=values["steps"],
+                                      lr=cfg.train.lr if lr is None else lr))
+        try:
+            validate(trial)
+        except ConfigError as exc:
+            raise ConfigError(FIELD_OF.get(exc.field, exc.field), exc.value, exc.allowed) from None
+        return {**values, "lr": lr}

@@ -1,0 +1,85 @@
+"""Sweep a stored run over resolutions or distractor counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnprobe.config import ConfigError
+from cnnprobe.evaluate import DEFAULT_RESOLUTIONS
+from cnnprobe.models import MODELS
+from tui.screens.form_dialog import FormDialog
+from tui.widgets.field import Field, text_input
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """"64-254:10" (a range, end included when on the step), "16,24,32", or a mix."""
+    out: list[int] = []
+    for token in text.replace(" ", "").split(","):
+        if not token:
+            continue
+        try:
+            if "-" in token:
+                span, _, step = token.partition(":")
+                lo, hi = (int(v) for v in span.split("-", 1))
+                out.extend(range(lo, hi + 1, int(step or 1)))
+            else:
+                out.append(int(token))
+        except ValueError:
+            raise ConfigError("resolutions", text,
+                              "sizes like 64-254:10 or 16,24,32") from None
+    if not out:
+        raise ConfigError("resolutions", text, "at least one size, e.g. 64-254:10")
+    return out
+
+
+def default_resolutions(trained_at: int, min_size: int) -> str:
+    """The notebook's 64..254 for a 128 px run; else half to twice the training size."""
+    if trained_at == 128:
+        return f"{DEFAULT_RESOLUTIONS[0]}-{DEFAULT_RESOLUTIONS[-1]}:10"
+    lo = max(min_size, 4, trained_at // 2)
+    step = max(1, trained_at // 8)
+    return f"{lo}-{trained_at * 2}:{step}"
+
+
+class SweepScreen(FormDialog):
+    """Answers {"resolutions" | "max_distractors", "n"} for `sweep_run`."""
+
+    OK_LABEL = "Sweep"
+
+    def __init__(self, record: Any, kind: str) -> None:
+        self.record, self.kind = record, kind
+        self.TITLE_TEXT = ("Resolution sweep" if kind == "resolution" else "Distractor sweep")
+        cfg = record.config
+        super().__init__(f"{record.id[:8]} ({record.task}/{record.model}, trained at "
+                         f"{record.resolution} with {cfg.task.distractors} distractors), "
+                         "best checkpoint. The result is saved with the run.")
+
+    def fields(self) -> list[Field]:
+        cfg = self.record.config
+        if self.kind == "resolution":
+            spec = MODELS.get(cfg.model.name)
+            min_size = spec.min_size(cfg.model) if spec else 1
+            first = Field("resolutions", "resolutions",
+                          text_input(default_resolutions(cfg.task.height, min_size)), "str",
+                          help="square sizes: 64-254:10 or 16,24,32")
+        else:
+            first = Field("max_distractors", "up to", text_input(8), "int",
+                          help="evaluate with 0, 1, ... this many distractors")
+        return [first, Field("n", "samples each", text_input(512), "int")]
+
+    def check(self, values: dict[str, Any]) -> dict[str, Any]:
+        if values["n"] < 1:
+            raise ConfigError("n", values["n"], "an integer of at least 1")
+        if self.kind == "resolution":
+            sizes = parse_resolutions(values["resolutions"])
+            cfg = self.record.config
+            spec = MODELS.get(cfg.model.name)
+            need = max(4, spec.min_size(cfg.model) if spec else 1)
+            small = [s for s in sizes if s < need]
+            if small or max(sizes) > 4096:
+                raise ConfigError("resolutions", values["resolutions"],
+                                  f"sizes from {need} to 4096 for {cfg.model.name}")
+            return {"resolutions": sizes, "n": values["n"]}
+        if not 0 <= values["max_distractors"] <= 64:
+            raise ConfigError("max_distractors", values["max_distractors"], "from 0 to 64")
+        return values

@@ -1,0 +1,305 @@
+"""The plots of a run, drawn with plotext: loss, predictions, errors, sweeps, compare.
+
+Each plot keeps the (view, version) it last drew and redraws only when that changed,
+and thins long series to about two points per column: what a terminal can show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from cnnprobe.evaluate import error_by_label
+from tui.run_view import RunView, validation_curve
+
+SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
+
+
+def thin(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list, list]:
+    """At most n evenly spaced points, always keeping the last."""
+    if len(xs) <= n or n < 2:
+        return list(xs), list(ys)
+    idx = np.unique(np.linspace(0, len(xs) - 1, n).astype(int))
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def two_panels(plt, width: int):
+    """Two subplots: side by side when there is room, else one over the other."""
+    if width >= 100:
+        plt.subplots(1, 2)
+        return plt.subplot(1, 1), plt.subplot(1, 2)
+    plt.subplots(2, 1)
+    return plt.subplot(1, 1), plt.subplot(2, 1)
+
+
+class RunPlot(PlotextPlot):
+    """A plot of one run's data. `show` only notes what to draw; the plotext figure is
+    built when the widget renders (so a hidden tab costs nothing, and the figure always
+    fits the size it is drawn at)."""
+
+    EMPTY = "no run selected: pick one in Runs (4) or train one (ctrl+r)"
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.view: RunView | None = None
+        self._shown: tuple | None = None
+        self._built_for: tuple | None = None
+        self._series = 0
+
+    def show(self, view: RunView | None, *, force: bool = False) -> bool:
+        """Draw `view` if it changed since it was last shown; True when it will redraw."""
+        key = self.key_of(view)
+        if not force and key == self._shown:
+            return False
+        self.view = view
+        self._shown = key
+        if force:
+            self._built_for = None
+        self.refresh()
+        return True
+
+    def key_of(self, view: RunView | None) -> tuple:
+        return (id(view), view.version if view else -1)
+
+    def build(self) -> None:
+        """Build the plotext figure for the current data and size, if either changed."""
+        wanted = (self._shown, self.size.width, self.size.height)
+        if wanted == self._built_for:
+            return
+        self._built_for = wanted
+        self._series = 0
+        self.plt.clear_figure()
+        if self.view is None:
+            self.plt.title(self.EMPTY)
+        else:
+            self.draw(self.view)
+
+    def render(self):
+        try:
+            self.build()
+            return super().render()
+        except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
+            self._built_for = None
+            return Text(f"this plot could not be drawn: {type(exc).__name__}: {exc}",
+                        style="red")
+
+    def draw(self, view: RunView) -> None:
+        raise NotImplementedError
+
+    @property
+    def points(self) -> int:
+        return max(40, 2 * (self.size.width or 80))
+
+    def has_data(self) -> bool:
+        """Whether the figure has data series (rather than an empty-state title)."""
+        self.build()
+        return bool(self._series)
+
+
+class LossPlot(RunPlot):
+    """Training loss (smoothed) and the validation curve against step."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.log_scale = False
+        self.smoothing = 0.6
+        # The smoothed curve so far, extended as rows arrive: a live run's redraw does not
+        # go over its whole history again.
+        self._curve_of: tuple = ()
+        self._steps: list[float] = []
+        self._smooth: list[float] = []
+        self._ema = 0.0
+
+    def key_of(self, view: RunView | None) -> tuple:
+        return super().key_of(view) + (self.log_scale, self.smoothing)
+
+    def scaled(self, xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+        """log10 of the positive values on a log scale. (plotext's own log scale rescales
+        its data in place at every build, so a figure drawn twice would be wrong.)"""
+        if not self.log_scale:
+            return list(xs), list(ys)
+        keep = [(x, math.log10(y)) for x, y in zip(xs, ys, strict=True) if y > 0]
+        return [x for x, _ in keep], [y for _, y in keep]
+
+    def smoothed(self, view: RunView) -> tuple[list[float], list[float]]:
+        rows, a = view.train_history, self.smoothing
+        if self._curve_of != (id(view), a) or len(rows) < len(self._steps):
+            self._curve_of, self._steps, self._smooth, self._ema = (id(view), a), [], [], 0.0
+        for r in rows[len(self._steps):]:
+            self._ema = a * self._ema + (1 - a) * float(r["loss"])
+            self._steps.append(float(r["step"]))
+            self._smooth.append(self._ema / (1 - a ** len(self._steps)) if a else self._ema)
+        return self._steps, self._smooth
+
+    def draw(self, view: RunView) -> None:
+        plt = self.plt
+        self._series = 0
+        steps, losses = self.smoothed(view)
+        xs, ys = self.scaled(*thin(steps, losses, self.points))
+        if xs:
+            plt.plot(xs, ys, label=f"train {view.loss_name}", marker="braille")
+            self._series += 1
+        vs, vv = self.scaled(*validation_curve(view)[:2])
+        if vs:
+            plt.plot(vs, vv, label=validation_curve(view)[2], marker="dot")
+            self._series += 1
+        if self.log_scale and (ys or vv):
+            lo, hi = min(ys + vv), max(ys + vv)
+            ticks = [t + math.log10(m) for t in range(math.floor(lo), math.ceil(hi) + 1)
+                     for m in (1, 2, 5) if lo <= t + math.log10(m) <= hi]
+            if len(ticks) < 2:
+                ticks = [lo, hi]
+            plt.yticks(ticks, [f"{10 ** t:.2g}" for t in ticks])
+        plt.xlabel("step")
+        smooth = f", smoothing {self.smoothing:g}" if self.smoothing else ""
+        scale = ", log" if self.log_scale else ""
+        if not self._series:
+            plt.title(f"{view.label}: waiting for the first step")
+        else:
+            plt.title(f"{view.label} loss{scale}{smooth}")
+
+
+class PredictionsPlot(RunPlot):
+    """Histogram of the predictions over the histogram of the labels."""
+
+    def draw(self, view: RunView) -> None:
+        self._series = 0
+        if view.predictions is None or view.labels is None:
+            self.plt.title(f"{view.label}: predictions appear when the run ends")
+            return
+        preds = np.asarray(view.predictions, dtype=np.float64)
+        labels = np.asarray(view.labels, dtype=np.float64)
+        finite = preds[np.isfinite(preds)]
+        edges = np.histogram_bin_edges(np.concatenate([finite, labels]), bins=30)
+        centers = ((edges[:-1] + edges[1:]) / 2).tolist()
+        pred_counts = np.histogram(finite, edges)[0].tolist()
+        label_counts = np.histogram(labels, edges)[0].tolist()
+        self.plt.bar(centers, pred_counts, label="predictions", width=0.8, reset_ticks=False)
+        self.plt.plot(centers, label_counts, label="labels", marker="braille")
+        ticks = np.linspace(edges[0], edges[-1], 6)
+        self.plt.xticks(ticks.tolist(), [f"{t:.3g}" for t in ticks])
+        self.plt.title(f"{view.label}: predictions over the labels (n={len(labels)})")
+        self._series = 2
+
+
+def describe_table(view: RunView | None) -> Table | str:
+    """pandas describe() of predictions and labels, as the notebook printed it."""
+    if view is None or view.predictions is None or view.labels is None:
+        return "no predictions yet"
+    df = pd.DataFrame({"pred": view.predictions, "label": view.labels}).describe()
+    table = Table("", "pred", "label", box=None, padding=(0, 1), title="describe()")
+    for stat, row in df.iterrows():
+        table.add_row(str(stat), f"{row['pred']:.4g}", f"{row['label']:.4g}")
+    return table
+
+
+class PredictionsView(Horizontal):
+    """The histogram with the describe() table beside it."""
+
+    def compose(self) -> ComposeResult:
+        yield PredictionsPlot(id="plot-predictions")
+        yield Static("", id="describe")
+
+    def show(self, view: RunView | None, *, force: bool = False) -> bool:
+        redrew = self.query_one(PredictionsPlot).show(view, force=force)
+        if redrew:
+            self.query_one("#describe", Static).update(describe_table(view))
+        return redrew
+
+
+class ErrorsPlot(RunPlot):
+    """Absolute error against label, the notebook's scatter, with the binned mean."""
+
+    def draw(self, view: RunView) -> None:
+        self._series = 0
+        if view.predictions is None or view.labels is None:
+            self.plt.title(f"{view.label}: errors appear when the run ends")
+            return
+        labels = np.asarray(view.labels, dtype=np.float64)
+        errors = np.abs(np.asarray(view.predictions, dtype=np.float64) - labels)
+        order = np.argsort(labels)
+        xs, ys = thin(labels[order].tolist(), errors[order].tolist(), 4 * self.points)
+        self.plt.scatter(xs, ys, label="|error|", marker="dot")
+        binned = error_by_label(labels, errors, bins=20).dropna(subset=["mae"])
+        self.plt.plot(binned.label_mid.tolist(), binned.mae.tolist(), label="binned MAE")
+        self.plt.xlabel("label")
+        self.plt.title(f"{view.label}: absolute error against label")
+        self._series = 2
+
+
+class SweepPlot(RunPlot):
+    """MAE against resolution (training resolution marked) and against distractor count."""
+
+    def draw(self, view: RunView) -> None:
+        self._series = 0
+        sweeps = [(kind, view.sweeps[kind]) for kind in ("resolution", "distractors")
+                  if view.sweeps.get(kind) is not None and len(view.sweeps[kind])]
+        if not sweeps:
+            self.plt.title(f"{view.label}: no sweeps yet; s: resolution sweep, "
+                           "d: distractor sweep")
+            return
+        panels = two_panels(self.plt, self.size.width) if len(sweeps) == 2 else (self.plt,)
+        for panel, (kind, table) in zip(panels, sweeps, strict=True):
+            xs = table[kind].astype(float).tolist()
+            panel.plot(xs, table["mae"].tolist(), label="MAE", marker="dot")
+            trained = view.config.task.height if kind == "resolution" else \
+                view.config.task.distractors
+            panel.vertical_line(float(trained), color="red")
+            what = "size" if kind == "resolution" else "distractors"
+            panel.title(f"{(view.run_id or '')[:8]} MAE vs {what} (red: trained, {trained})")
+            other = "   (d: distractor sweep)" if kind == "resolution" else \
+                "   (s: resolution sweep)"
+            panel.xlabel(kind + (other if len(sweeps) == 1 else ""))
+            self._series += 1
+
+
+def compare_label(view: RunView) -> str:
+    c = view.config
+    return f"{(view.run_id or 'new')[:6]} {c.model.name} {c.task.height}"
+
+
+class ComparePlot(RunPlot):
+    """The marked runs' validation curves and resolution sweeps, overlaid."""
+
+    EMPTY = "mark runs with m in Runs (4) to compare them"
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.views: list[RunView] = []
+
+    def show_many(self, views: list[RunView], *, force: bool = False) -> bool:
+        self.views = views
+        return self.show(views[0] if views else None, force=force)
+
+    def key_of(self, view: RunView | None) -> tuple:
+        return tuple((id(v), v.version) for v in self.views)
+
+    def draw(self, view: RunView) -> None:
+        self._series = 0
+        left, right = two_panels(self.plt, self.size.width)
+        for v in self.views:
+            vs, vv, _ = validation_curve(v)
+            if vs:
+                left.plot(vs, vv, label=compare_label(v), marker="braille")
+                self._series += 1
+        left.title("validation MAE vs step")
+        left.xlabel("step")
+        swept = 0
+        for v in self.views:
+            res = v.sweeps.get("resolution")
+            if res is not None and len(res):
+                right.plot(res["resolution"].astype(float).tolist(), res["mae"].tolist(),
+                           label=compare_label(v), marker="braille")
+                swept += 1
+        right.title("MAE vs resolution" if swept else "no resolution sweeps among them")
+        right.xlabel("resolution")
+        self._series += swept
