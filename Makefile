@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/cnnprobe train --preset quick
+	$(BIN)/cnnprobe-tui
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check cnnprobe tui tests bench

@@ -62,9 +62,11 @@ def _train_recorded(store: RunStore, run_id: str, config: RunConfig, callbacks: 
                     cancel: CancelFlag | None, *, new_run: bool, **kw: Any) -> RunResult:
     try:
         return train(config, callbacks, cancel, **kw)
-    except ConfigError:
-        if new_run:  # refused before a single step (e.g. weights missing): nothing to keep
-            store.delete(run_id, force=True)
+    except ConfigError as exc:
+        # The config was validated before the record was made, so this is the model failing
+        # to build (pretrained weights neither cached nor downloadable): a failed run.
+        if new_run:
+            store.set_status(run_id, "failed", str(exc))
         else:
             store.set_status(run_id, "failed", "could not start: see the error it printed")
         raise

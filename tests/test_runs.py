@@ -233,3 +233,25 @@ def test_generator_state_round_trips(store, trained):
     state = store.load_checkpoint(run_id, "last").generator_state
     assert torch.equal(state, result.generator.get_state())
     assert math.isfinite(store.load_checkpoint(run_id, "last").best_val_mae)
+
+
+def test_missing_pretrained_weights_are_stored_as_a_failed_run(tmp_path, monkeypatch):
+    """Offline, no cached ImageNet file: the run is kept as failed, with the fix in its reason."""
+    import urllib.error
+
+    from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+    from cnnprobe.models import WeightsError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
+    store = RunStore(tmp_path / "store")
+    cfg = RunConfig(TaskConfig(height=32, width=32), ModelConfig(name="resnet18", pretrained=True),
+                    TrainConfig(steps=2, batch_size=4, val_size=8, device="cpu"))
+    with pytest.raises(WeightsError):
+        train_run(store, cfg)
+    (run,) = store.list_runs()
+    assert run.status == "failed"
+    assert "weights_path" in run.reason
