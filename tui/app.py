@@ -26,6 +26,7 @@ from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset, valid
 from tui.jobs import TrainJob
 from tui.lab import REFRESH_S, LabActions, device_key
 from tui.messages import ModelTableReady
+from tui.screens.activations import ActivationsScreen
 from tui.screens.help import HelpScreen
 from tui.widgets.form_pane import FormPane
 from tui.widgets.log_pane import LogPane
@@ -42,7 +43,8 @@ PALETTE_TITLES = {"sweep_resolution": "Resolution sweep", "sweep_distractors": "
                   "mark": "Mark for compare", "plot_prev": "Previous plot tab",
                   "plot_next": "Next plot tab", "theme": "Toggle dark/light theme",
                   "delete": "Delete run", "export": "Export run", "resume": "Resume run",
-                  "finetune": "Fine-tune at another resolution", "stop": "Stop the run"}
+                  "finetune": "Fine-tune at another resolution", "stop": "Stop the run",
+                  "activations": "Activations of the selected run"}
 POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
 
 
@@ -76,6 +78,8 @@ class CnnprobeApp(LabActions, App[None]):
                 tooltip="fine-tune the selected run at another resolution (a new run)"),
         Binding("e", "export", "Export", id="export",
                 tooltip="export the selected run as Markdown, JSON or CSV"),
+        Binding("a", "activations", "Activations", id="activations",
+                tooltip="look inside the selected run: feature maps and per-layer linear probes"),
         Binding("m", "mark", "Mark", id="mark",
                 tooltip="mark or unmark the selected run for the Compare tab"),
         Binding("delete", "delete", "Delete", id="delete",
@@ -262,6 +266,15 @@ class CnnprobeApp(LabActions, App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.key_rows()))
 
+    def action_activations(self) -> None:
+        rec = self.selected_record("inspect", idle=False)
+        if rec is None:
+            return
+        if self.store is None:
+            self.notify(self.store_error or "no store", severity="error", timeout=8)
+            return
+        self.push_screen(ActivationsScreen(self.store, rec.id))
+
     # -- the form
     def read_config(self) -> tuple[RunConfig | None, dict[str, str]]:
         """The form as a validated RunConfig, or the errors keyed by form field."""
@@ -367,6 +380,7 @@ def key_table() -> list[tuple[str, str, str]]:
     where = {"sweep_resolution": "outside fields", "sweep_distractors": "outside fields",
              "resume": "outside fields", "finetune": "outside fields",
              "export": "outside fields", "mark": "outside fields", "delete": "outside fields",
+             "activations": "outside fields",
              "plot_prev": "outside fields", "plot_next": "outside fields",
              "theme": "outside fields", "leave_field": "in a field"}
     for b in CnnprobeApp.BINDINGS:
