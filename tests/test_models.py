@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -138,34 +139,9 @@ def test_floats_per_pixel_tracks_what_autograd_keeps(name, options):
 
 # ---------------------------------------------------------------- seednet
 
-
-class NotebookNet(nn.Module):
-    """The seed notebook's Net, verbatim apart from style."""
-
-    def __init__(self):
-        super().__init__()
-        self.preconv1 = nn.Conv2d(3, 2, 1)
-        self.fc1 = nn.Linear(4, 128)
-        self.fc2 = nn.Linear(128, 128)
-        self.fc3 = nn.Linear(128, 128)
-        self.fc4 = nn.Linear(128, 128)
-        self.fc5 = nn.Linear(128, 128)
-        self.fc6 = nn.Linear(128, 128)
-        self.fc7 = nn.Linear(128, 128)
-        self.fc8 = nn.Linear(128, 1)
-
-    def forward(self, x):
-        x = x.to(torch.float32)
-        x = self.preconv1(x)
-        x = x.view(x.shape[0], x.shape[1], -1)
-        x_max = x.max(axis=2)[0]
-        x_min = (-x).max(axis=2)[0]
-        x_max = (x_max - 1) * 128
-        x_min = (-x_min + 1) * 128
-        x = torch.cat((x_max, x_min), axis=-1)
-        for fc in (self.fc1, self.fc2, self.fc3, self.fc4, self.fc5, self.fc6, self.fc7):
-            x = F.elu(fc(x))
-        return torch.squeeze(self.fc8(x))
+# The seed notebook's own Net, as bench/ keeps it for the baseline.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from notebook_baseline import Net as NotebookNet  # noqa: E402
 
 
 def notebook_input(h: int, w: int, a: tuple[int, int], b: tuple[int, int]) -> torch.Tensor:
