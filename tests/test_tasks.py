@@ -445,3 +445,14 @@ def test_bad_sample_arguments(name):
     with pytest.raises(ConfigError) as e:
         task.sample(4, make_generator(0), distractors=-1)
     assert e.value.field == "distractors"
+
+
+def test_stream_writes_every_batch_into_one_buffer():
+    """The trainer's fast path: no fresh image-sized allocation per batch."""
+    task = make_task(TaskConfig(name="distance", height=16, width=16))
+    it = task.stream(8, make_generator(0))
+    first = next(it).images
+    ptr, first_copy = first.data_ptr(), first.clone()
+    second = next(it).images
+    assert second.data_ptr() == ptr
+    assert not torch.equal(second, first_copy)  # new points, same memory

@@ -66,7 +66,10 @@ def new_images(batch: int, cfg: TaskConfig, device: torch.device,
     """
     c = cfg.in_channels
     shape = (batch, c, cfg.height, cfg.width)
-    if out is not None and out.shape == shape and out.device == torch.device(device):
+    dev = torch.device(device)
+    same_device = out is not None and out.device.type == dev.type and (
+        dev.index is None or out.device.index == dev.index)  # "cuda" and "cuda:0" are one
+    if same_device and out.shape == shape:
         images = out
     else:
         images = torch.empty(shape, device=device)
