@@ -111,6 +111,13 @@ def check_snapshot(app, name: str) -> None:
     assert svg == svg_path.read_text(), f"{name}: same text, different styles (theme?)"
 
 
+@pytest.fixture(autouse=True)
+def plain_environment(monkeypatch):
+    """Colour settings a user's or CI's environment may carry change the SVG, not the app."""
+    for var in ("NO_COLOR", "FORCE_COLOR", "COLORTERM", "TEXTUAL_COLOR_SYSTEM"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def fixed_clocks(monkeypatch):
     monkeypatch.setattr(runs_pane, "clock", lambda: T0 + 120)
