@@ -41,10 +41,44 @@ def two_panels(plt, width: int):
     return plt.subplot(1, 1), plt.subplot(2, 1)
 
 
-class RunPlot(PlotextPlot):
-    """A plot of one run's data. `show` only notes what to draw; the plotext figure is
-    built when the widget renders (so a hidden tab costs nothing, and the figure always
-    fits the size it is drawn at)."""
+class LazyPlot(PlotextPlot):
+    """A plotext widget whose figure is built when it renders, and only when its data or
+    size changed (a hidden tab costs nothing; the figure always fits). A figure that fails
+    to draw shows the error in place instead of ending the app."""
+
+    FAILED = "this plot could not be drawn"
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._built_for: tuple | None = None
+
+    def data_key(self) -> object:
+        """What the figure shows; a new key rebuilds it."""
+        raise NotImplementedError
+
+    def draw_figure(self) -> None:
+        """Draw into the cleared `self.plt`."""
+        raise NotImplementedError
+
+    def build(self) -> None:
+        wanted = (self.data_key(), self.size.width, self.size.height)
+        if wanted == self._built_for:
+            return
+        self._built_for = wanted
+        self.plt.clear_figure()
+        self.draw_figure()
+
+    def render(self):
+        try:
+            self.build()
+            return super().render()
+        except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
+            self._built_for = None
+            return Text(f"{self.FAILED}: {type(exc).__name__}: {exc}", style="red")
+
+
+class RunPlot(LazyPlot):
+    """A plot of one run's data. `show` only notes what to draw."""
 
     EMPTY = "no run selected: pick one in Runs (4) or train one (ctrl+r)"
 
@@ -52,7 +86,6 @@ class RunPlot(PlotextPlot):
         super().__init__(**kw)
         self.view: RunView | None = None
         self._shown: tuple | None = None
-        self._built_for: tuple | None = None
         self._series = 0
 
     def show(self, view: RunView | None, *, force: bool = False) -> bool:
@@ -70,27 +103,15 @@ class RunPlot(PlotextPlot):
     def key_of(self, view: RunView | None) -> tuple:
         return (id(view), view.version if view else -1)
 
-    def build(self) -> None:
-        """Build the plotext figure for the current data and size, if either changed."""
-        wanted = (self._shown, self.size.width, self.size.height)
-        if wanted == self._built_for:
-            return
-        self._built_for = wanted
+    def data_key(self) -> object:
+        return self._shown
+
+    def draw_figure(self) -> None:
         self._series = 0
-        self.plt.clear_figure()
         if self.view is None:
             self.plt.title(self.EMPTY)
         else:
             self.draw(self.view)
-
-    def render(self):
-        try:
-            self.build()
-            return super().render()
-        except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
-            self._built_for = None
-            return Text(f"this plot could not be drawn: {type(exc).__name__}: {exc}",
-                        style="red")
 
     def draw(self, view: RunView) -> None:
         raise NotImplementedError

@@ -11,9 +11,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import DataTable
-from textual_plotext import PlotextPlot
 
 from cnnprobe.cli.tables import num, r2_bar
+from tui.widgets.plots import LazyPlot
 
 VIEWS = ("both", "table", "plot", "off")
 COLUMNS = (("depth", "#"), ("layer", "layer"), ("module", "module"), ("kind", "kind"),
@@ -61,7 +61,7 @@ class ProbeTable(DataTable):
                          Text(num(r.get("mae")), justify="right"))
 
 
-class ProbePlot(PlotextPlot):
+class ProbePlot(LazyPlot):
     """R² of each layer's probe against its depth (0 = the input); below -1 drawn at -1."""
 
     DEFAULT_CSS = """
@@ -71,23 +71,22 @@ class ProbePlot(PlotextPlot):
     }
     """
 
+    FAILED = "the R² plot could not be drawn"
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.rows: list[dict[str, Any]] = []
-        self._built_for: tuple | None = None
 
     def show(self, table: pd.DataFrame | None) -> None:
         self.rows = probe_rows(table)
         self._built_for = None
         self.refresh()
 
-    def build(self) -> None:
-        wanted = (id(self.rows), self.size.width, self.size.height)
-        if wanted == self._built_for:
-            return
-        self._built_for = wanted
+    def data_key(self) -> object:
+        return id(self.rows)
+
+    def draw_figure(self) -> None:
         plt = self.plt
-        plt.clear_figure()
         if not self.rows:
             plt.title("no probes yet: press p")
             return
@@ -102,15 +101,6 @@ class ProbePlot(PlotextPlot):
             plt.xticks(depths, [str(int(d)) for d in depths])
         plt.xlabel("layer depth (0 = input)")
         plt.title("linear probe R² by depth")
-
-    def render(self):
-        try:
-            self.build()
-            return super().render()
-        except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
-            self._built_for = None
-            return Text(f"the R² plot could not be drawn: {type(exc).__name__}: {exc}",
-                        style="red")
 
 
 class ProbePanel(Horizontal):
