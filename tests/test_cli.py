@@ -7,12 +7,11 @@ import sqlite3
 
 import pytest
 import torch
+from cli_helpers import TRAIN, run, run_json, store_files
 
 from cnnprobe.cli import build_parser, main
 from cnnprobe.store import RunStore
 
-TRAIN = ["train", "--resolution", "32", "--steps", "20", "--batch-size", "32", "--eval-every",
-         "10", "--val-size", "64", "--lr", "1e-3", "--device", "cpu", "--quiet"]
 COMMANDS = ["train", "eval", "sweep", "resume", "finetune", "inspect", "runs", "show", "compare",
             "export",
             "rm", "tag", "note", "models", "tasks"]
@@ -33,26 +32,13 @@ def root(template, tmp_path):
     return dest
 
 
-def run(capsys, root, *args):
-    code = main(["--store", str(root), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys, root, *args):
-    code, out, err = run(capsys, root, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
 def snapshot(root):
     """Everything a user would call their stored runs."""
     store = RunStore(root)
     runs = [(r.id, r.name, r.status, r.steps_done, r.tags, r.note, r.metrics, r.resumed_at)
             for r in store.list_runs()]
     extra = [(len(store.evaluations(r[0])), store.sweeps(r[0])) for r in runs]
-    files = sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")
-                   if p.is_file() and not p.name.startswith("cnnprobe.db"))
+    files = store_files(root)
     store.close()
     return runs, extra, files
 

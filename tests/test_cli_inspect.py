@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import TRAIN, run, run_json, store_files
 from PIL import Image
 
 from cnnprobe.cli import main
 from cnnprobe.store import RunStore
 
-TRAIN = ["train", "--resolution", "32", "--steps", "20", "--batch-size", "32", "--eval-every",
-         "10", "--val-size", "64", "--lr", "1e-3", "--device", "cpu", "--quiet"]
 FAST = ["--n-train", "64", "--n-test", "32", "--device", "cpu"]
 SEEDNET = ["input", "preconv1", "features", *(f"fc{i}" for i in range(1, 9))]
 
@@ -38,18 +37,6 @@ def root(template, tmp_path, monkeypatch):
     return dest
 
 
-def run(capsys, root, *args):
-    code = main(["--store", str(root), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def run_json(capsys, root, *args):
-    code, out, err = run(capsys, root, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
-
-
 def _id(root, name="base"):
     return next(r.id for r in RunStore(root).list_runs() if r.name == name)
 
@@ -60,8 +47,7 @@ def snapshot(root):
     runs = [(r.id, r.name, r.status, r.steps_done, r.metrics) for r in store.list_runs()]
     probes = [(store.probes_info(r[0]), None if store.probes(r[0]) is None
                else store.probes(r[0]).to_dict(orient="records")) for r in runs]
-    files = sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")
-                   if p.is_file() and not p.name.startswith("cnnprobe.db"))
+    files = store_files(root)
     store.close()
     return runs, probes, files
 
