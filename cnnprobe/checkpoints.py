@@ -75,7 +75,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise StoreError(f"checkpoint {path} was written by a newer cnnprobe "
                          f"(format {data['format']}); upgrade cnnprobe to read it")
     try:
-        config = RunConfig.from_dict(data["config"])
+        config = RunConfig.from_dict(data["config"], stored=True)
     except (ConfigError, TypeError) as exc:
         raise StoreError(f"checkpoint {path} holds a config this cnnprobe cannot read "
                          f"({_first_line(exc)})") from exc

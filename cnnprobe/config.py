@@ -20,6 +20,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 POOLS = ("max", "avg", "stride", "none")
 GLOBAL_POOLS = ("max", "avg")
 DEVICES = ("auto", "cpu", "cuda")
+INPUT_NORMS = ("auto", "none", "task", "imagenet")
+
+# Settings added after runs were already stored, and what those older runs did: a stored
+# config without the key is read with this value, so it still describes what ran.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "task": {"allow_coincident": True},  # distance drew A == B before distinct points
+    "model": {"input_norm": "none"},  # no input normalisation before it existed
+}
 
 
 class ConfigError(ValueError):
@@ -49,6 +57,7 @@ class TaskConfig:
     count_max: int = 10
     object_min: int = 2  # side (square) or diameter (disc) in pixels
     object_max: int = 0  # 0: auto, max(object_min, min(height, width) // 8)
+    allow_coincident: bool = False  # distance: A may equal B, as in the notebook
 
     @property
     def in_channels(self) -> int:
@@ -76,7 +85,10 @@ class ModelConfig:
     pool: str = "max"  # plaincnn: between blocks
     global_pool: str = "max"  # plaincnn (coordconv concatenates max and avg)
     depth: int = 4  # plaincnn, coordconv
-    width: int = 32  # plaincnn, coordconv
+    width: int = 32  # plaincnn, coordconv: channels of the first block
+    # auto: none for seednet/coordmlp (they read raw coordinates), imagenet for backbones
+    # with loaded weights, task (per-channel standardisation) for every other model
+    input_norm: str = "auto"
 
 
 @dataclass
@@ -97,6 +109,10 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 0  # steps between loss read-backs; 0: 1 on CPU, 20 on CUDA
     amp: bool = True  # bf16 autocast on CUDA (head and loss stay fp32)
+    # Before every evaluation, recompute BatchNorm statistics at the weights being evaluated
+    # from bn_samples fresh training samples (models without BatchNorm: no effect).
+    precise_bn: bool = True
+    bn_samples: int = 1024
 
     @property
     def total_steps(self) -> int:
@@ -122,11 +138,17 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Rebuild from `to_dict()` output; unknown keys raise ConfigError."""
+    def from_dict(cls, data: dict[str, Any], *, stored: bool = False) -> RunConfig:
+        """Rebuild from `to_dict()` output; unknown keys raise ConfigError.
+
+        `stored`: the dict was saved by an earlier version; settings it lacks take their
+        LEGACY_DEFAULTS value (what that version did), not today's default.
+        """
         parts = {}
         for name, kind in (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig)):
             section = dict(data.get(name) or {})
+            if stored:
+                section = {**LEGACY_DEFAULTS.get(name, {}), **section}
             known = {f.name for f in fields(kind)}
             unknown = sorted(set(section) - known)
             if unknown:
@@ -169,6 +191,8 @@ def validate_task(t: TaskConfig) -> None:
            "an integer of at least 0")
     _check(_is_int(t.count_max) and t.count_min <= t.count_max <= 64, "task.count_max",
            t.count_max, f"an integer from count_min ({t.count_min}) to 64")
+    _check(isinstance(t.allow_coincident, bool), "task.allow_coincident", t.allow_coincident,
+           "true or false")
     if t.name in ("count", "locate") or t.distractors or t.eval_distractors:
         _check_fits(t)
 
@@ -215,6 +239,9 @@ def validate_train(tr: TrainConfig) -> None:
            "auto, cpu, cuda or cuda:N")
     _check(_is_int(tr.log_every) and tr.log_every >= 0, "train.log_every", tr.log_every,
            "an integer of at least 0 (0: automatic)")
+    _check(isinstance(tr.precise_bn, bool), "train.precise_bn", tr.precise_bn, "true or false")
+    _check(_is_int(tr.bn_samples) and 16 <= tr.bn_samples <= 1_000_000, "train.bn_samples",
+           tr.bn_samples, "an integer from 16 to 1,000,000")
 
 
 def validate_model(m: ModelConfig) -> None:
@@ -226,16 +253,22 @@ def validate_model(m: ModelConfig) -> None:
            "an integer from 1 to 12")
     _check(_is_int(m.width) and 1 <= m.width <= 1024, "model.width", m.width,
            "an integer from 1 to 1024")
+    _check(m.input_norm in INPUT_NORMS, "model.input_norm", m.input_norm,
+           f"one of {', '.join(INPUT_NORMS)}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field of a run config, including model/task fit; returns cfg."""
+    """Check every field of a run config, including model/task fit; returns the config with
+    `auto` settings resolved (model.input_norm), which is what a run records."""
     validate_task(cfg.task)
     validate_model(cfg.model)
     validate_train(cfg.train)
-    from cnnprobe.models import check_model_fits  # models import config, not the reverse
+    from cnnprobe.models import check_model_fits, resolve_input_norm  # models import config
 
     check_model_fits(cfg.model, cfg.task, cfg.train.batch_size)
+    norm = resolve_input_norm(cfg.model)
+    if norm != cfg.model.input_norm:
+        cfg = replace(cfg, model=replace(cfg.model, input_norm=norm))
     return cfg
 
 
@@ -243,9 +276,9 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The notebook exactly: 128x128, batch 512, 10,000 samples an epoch, 100 epochs,
-    # Adam at 1e-4, L1 loss.
+    # Adam at 1e-4, L1 loss, and its two points drawn independently (they may coincide).
     "seed": {
-        "task": {"height": 128, "width": 128},
+        "task": {"height": 128, "width": 128, "allow_coincident": True},
         "train": {"batch_size": 512, "samples_per_epoch": 10_000, "epochs": 100, "steps": None,
                   "lr": 1e-4, "optimizer": "adam", "loss": "l1"},
     },

@@ -1,17 +1,22 @@
-"""Evaluation: per-sample predictions, metrics, error-by-label, resolution and distractor sweeps."""
+"""Evaluation: per-sample predictions, metrics, error-by-label, resolution and distractor sweeps,
+and the state a model is evaluated in (`evaluation_state`: BatchNorm statistics recalibrated
+at the weights being evaluated, and the record of what produced the numbers)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from torch.optim.swa_utils import update_bn
 
-from cnnprobe.config import ConfigError, TaskConfig
+from cnnprobe.config import ConfigError, RunConfig, TaskConfig
+from cnnprobe.measurement import measured
 from cnnprobe.tasks import make_generator, make_task
 
 # The notebook's sweep: range(64, 256, 10), i.e. 64, 74, ..., 254.
@@ -26,6 +31,8 @@ class Evaluation:
     predictions: np.ndarray
     labels: np.ndarray
     metrics: dict[str, float]
+    # How the numbers were made (measurement.measured): weights, BatchNorm, normalisation.
+    measured: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> np.ndarray:
@@ -81,6 +88,75 @@ def autocast_for(device: torch.device, amp: bool = True):
     return nullcontext()
 
 
+BN_STREAM = "bn-calibration"
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def input_norm_of(model: nn.Module) -> str:
+    """The model's input normalisation ("none", "task" or "imagenet")."""
+    return getattr(model, "input_norm_kind", "none")
+
+
+def calibration_batches(task_cfg: TaskConfig, n: int, *, seed: int, device: torch.device,
+                        batch_size: int) -> Iterator[torch.Tensor]:
+    """n fresh images from the training distribution (training size, training distractors,
+    training region), from the run's own BatchNorm stream: the same n every time."""
+    task = make_task(task_cfg)
+    g = make_generator(seed, device, BN_STREAM)
+    done = 0
+    while done < n:
+        batch = task.sample(min(batch_size, n - done), g)
+        done += len(batch)
+        yield batch.images
+
+
+@contextmanager
+def evaluation_state(model: nn.Module, config: RunConfig, device: torch.device | str, *,
+                     weights: str, step: int, precise_bn: bool | None = None
+                     ) -> Iterator[dict[str, Any]]:
+    """Evaluate `model` inside this block: yields the `measured` record of the numbers.
+
+    With precise BN (the run's `train.precise_bn` unless `precise_bn` says otherwise) every
+    BatchNorm's statistics are recomputed at the current weights from `train.bn_samples`
+    fresh training samples (torch's `update_bn`: an equal-weight average of the batches'
+    statistics) and put back as they were when the block ends, so a checkpoint or a
+    training run in progress keeps its own. Running statistics lag the weights on these
+    sparse, near-constant images, and eval-mode numbers made with them can be far worse
+    than what the weights have learned.
+    """
+    device = torch.device(device)
+    tr = config.train
+    use = tr.precise_bn if precise_bn is None else precise_bn
+    bns = batchnorms(model)
+    kind = "none" if not bns else "recalibrated" if use else "running"
+    info = measured(weights, step, kind, tr.bn_samples, input_norm_of(model))
+    if kind != "recalibrated":
+        yield info
+        return
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
+              m.momentum) for m in bns]
+    was_training = model.training
+    try:
+        batches = calibration_batches(config.task, tr.bn_samples, seed=tr.seed, device=device,
+                                      batch_size=min(tr.batch_size, 512))
+        with autocast_for(device, tr.amp):
+            update_bn(batches, model)
+        model.eval()
+        yield info
+    finally:
+        for m, (mean, var, count, momentum) in zip(bns, saved, strict=True):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+            m.momentum = momentum
+        model.train(was_training)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, task_cfg: TaskConfig, n: int, *, seed: int,
             stream: str = "val", device: torch.device | str = "cpu", batch_size: int = 256,
@@ -126,6 +202,7 @@ class Sweep:
     table: pd.DataFrame
     samples: pd.DataFrame
     cancelled: bool = False  # stopped early: the rows so far only
+    measured: dict[str, Any] = field(default_factory=dict)  # see Evaluation.measured
 
 
 def _sweep(model: torch.nn.Module, key: str, values: Iterable, configs: Iterable[TaskConfig],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnprobe.checkpoints import atomic_write
+from cnnprobe.measurement import best_of
 from cnnprobe.store import RunStore
 
 FORMATS = ("md", "json", "csv")
@@ -25,7 +26,7 @@ COMPARISON_FORMAT = "cnnprobe.comparison/1"
 RECORD_FIELDS = ("id", "name", "kind", "parent_id", "status", "reason", "tags", "note",
                  "created_at", "finished_at", "seed", "device", "device_name", "parameters",
                  "wall_time_s", "samples_seen", "steps_done", "total_steps", "resumed_at",
-                 "best_val_mae", "versions")
+                 "best_val_mae", "versions", "measured")
 
 
 class ExportError(Exception):
@@ -46,6 +47,7 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     out["metrics"] = rec.metrics
     out["train_history"] = store.train_history(run_id)
     out["val_history"] = store.val_history(run_id)
+    out["best_validation"] = best_of(out["val_history"])  # the `best` checkpoint's row
     pairs = store.predictions(run_id)
     out["predictions"] = None
     out["describe"] = None
@@ -83,7 +85,7 @@ def comparison(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
                      "samples_seen": rec.samples_seen, "wall_time_s": rec.wall_time_s,
                      "config": {k: cfg.get(k) for k in differ},
                      "metrics": {k: rec.metrics.get(k) for k in metrics},
-                     "best_val_mae": rec.best_val_mae})
+                     "measured": rec.measured, "best_val_mae": rec.best_val_mae})
     sweeps: dict[str, dict[str, dict[str, float]]] = {}
     for rec in records:
         for info in store.sweeps(rec.id):

@@ -70,14 +70,17 @@ class RunHistory(StoreDatabase):
 
     def record_end(self, run_id: str, status: str, reason: str = "", *, steps_done: int,
                    samples_seen: int, wall_time_s: float, metrics: dict[str, float],
-                   best_val_mae: float | None = None) -> None:
+                   best_val_mae: float | None = None,
+                   measured: dict[str, Any] | None = None) -> None:
+        """Final status and metrics; `measured` says how the metrics were made."""
         now = time.time()
         with self._write() as c:
             c.execute("UPDATE runs SET status = ?, reason = ?, finished_at = ?, steps_done = ?, "
-                      "samples_seen = ?, wall_time_s = ?, metrics = ?, heartbeat_at = ?, "
-                      "best_val_mae = coalesce(?, best_val_mae) WHERE id = ?",
+                      "samples_seen = ?, wall_time_s = ?, metrics = ?, measured = ?, "
+                      "heartbeat_at = ?, best_val_mae = coalesce(?, best_val_mae) WHERE id = ?",
                       (status, reason, now, steps_done, samples_seen, wall_time_s,
-                       _dumps(metrics), now, _number(best_val_mae), run_id))
+                       _dumps(metrics), _dumps(measured or {}), now, _number(best_val_mae),
+                       run_id))
 
     def set_status(self, run_id: str, status: str, reason: str = "") -> None:
         """Mark a run stopped without a trainer result (Ctrl-C twice, a failed start)."""
@@ -106,9 +109,9 @@ class RunHistory(StoreDatabase):
             resumed = [*json.loads(row["resumed_at"]), step]
             pid = os.getpid()
             c.execute("UPDATE runs SET status = 'running', reason = '', finished_at = NULL, "
-                      "metrics = '{}', config = ?, total_steps = ?, resumed_at = ?, host = ?, "
-                      "pid = ?, pid_token = ?, heartbeat_at = ?, steps_done = ?, "
-                      "samples_seen = ? WHERE id = ?",
+                      "metrics = '{}', measured = '{}', config = ?, total_steps = ?, "
+                      "resumed_at = ?, host = ?, pid = ?, pid_token = ?, heartbeat_at = ?, "
+                      "steps_done = ?, samples_seen = ? WHERE id = ?",
                       (_dumps(config.to_dict()), config.train.total_steps, _dumps(resumed),
                        hostname(), pid, process_token(pid), time.time(), step, samples_seen,
                        run_id))

@@ -28,6 +28,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from cnnprobe.config import ConfigError, RunConfig, TaskConfig
 from cnnprobe.evaluate import DRAW_CHUNK
+from cnnprobe.models.head import InputNorm
 from cnnprobe.models.seednet import CoordMLP, SeedNet
 from cnnprobe.tasks import Batch, make_generator, make_task
 
@@ -86,7 +87,7 @@ def _candidates(model: nn.Module) -> dict[str, nn.Module]:
     """Every module that may be a layer of interest, by name (see the module docstring)."""
     found: dict[str, nn.Module] = {}
     for name, mod in model.named_modules():
-        if name and isinstance(mod, CONVS + POOLS + LINEARS + BLOCKS):
+        if name and isinstance(mod, (InputNorm, *CONVS, *POOLS, *LINEARS, *BLOCKS)):
             found[name] = mod
         if isinstance(mod, nn.Sequential):
             kids = list(mod.named_children())

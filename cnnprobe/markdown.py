@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from cnnprobe.export import flat_config, when
+from cnnprobe.measurement import describe
 
 PLOT_WIDTH, PLOT_HEIGHT = 78, 18
 MAX_POINTS = 2000  # plotext draws one character cell per point at best; more is waste
@@ -115,7 +116,7 @@ def probes_markdown(probes: dict[str, Any]) -> list[str]:
            f"activations (per channel max and mean) fitted on {o.get('n_train')} samples and "
            f"scored on {o.get('n_test')} others (seed {o.get('seed')}); layers: "
            f"{fmt(layers) if isinstance(layers, list) else layers}; made "
-           f"{when(probes.get('created_at'))}.")
+           f"{when(probes.get('created_at'))}. Measured with: {describe(o.get('measured'))}.")
     header = [c for c in ("depth", "layer", "module", "kind", "features", "r2", "mae", "alpha")
               if rows and c in rows[0]]
     parts = ["## Linear probes", how, table(header, [[r.get(c) for c in header] for r in rows])]
@@ -148,8 +149,12 @@ def summary_markdown(s: dict[str, Any]) -> str:
     parts += ["## Configuration",
               table(["setting", "value"], [[k, val] for k, val in flat_config(cfg).items()])]
     if s["metrics"]:
-        parts += ["## Final metrics",
+        parts += ["## Final metrics", f"Measured with: {describe(s.get('measured'))}.",
                   table(["metric", "value"], [[k, val] for k, val in s["metrics"].items()])]
+        best = s.get("best_validation")
+        if best and best["step"] != s["steps_done"]:
+            parts.append(f"Best validation (the `best` checkpoint): MAE {fmt(best['mae'])}, "
+                         f"R² {fmt(best.get('r2'))} at step {best['step']}.")
     if s["describe"]:
         cols = list(s["describe"])
         stats = list(s["describe"][cols[0]])
@@ -168,8 +173,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
         rows = sweep["table"]
         names = [k for k in (rows[0] if rows else {}) if k != kind]
         opts = ", ".join(f"{k} {fmt(val)}" for k, val in sweep["options"].items()
-                         if k not in ("resolutions",))
-        parts += [f"## {kind.capitalize()} sweep", f"Checkpoint and samples: {opts}.",
+                         if k not in ("resolutions", "measured"))
+        parts += [f"## {kind.capitalize()} sweep", f"Checkpoint and samples: {opts}. Measured "
+                  f"with: {describe(sweep['options'].get('measured'))}.",
                   table([kind, *names], [[r[kind], *(r.get(k) for k in names)] for r in rows])]
         plot = sweep_plot(kind, rows)
         if plot:
@@ -178,12 +184,13 @@ def summary_markdown(s: dict[str, Any]) -> str:
         parts += probes_markdown(s["probes"])
     if s["evaluations"]:
         rows = [[when(e["created_at"]), e["options"].get("which"),
+                 (e["options"].get("measured") or {}).get("batchnorm", "not recorded"),
                  f"{e['options'].get('height')}x{e['options'].get('width')}",
                  e["options"].get("distractors"), e["options"].get("region"),
                  e["options"].get("n"), e["metrics"].get("mae"), e["metrics"].get("r2")]
                 for e in s["evaluations"]]
-        parts += ["## Re-evaluations", table(["when", "checkpoint", "size", "distractors",
-                                              "region", "n", "mae", "r2"], rows)]
+        parts += ["## Re-evaluations", table(["when", "checkpoint", "batchnorm", "size",
+                                              "distractors", "region", "n", "mae", "r2"], rows)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -195,6 +202,7 @@ def comparison_markdown(c: dict[str, Any]) -> str:
             ["steps", *(r["steps_done"] for r in runs)],
             ["wall time (s)", *(r["wall_time_s"] for r in runs)]]
     rows += [[k, *(r["config"][k] for r in runs)] for k in c["differences"]]
+    rows += [["measured with", *(describe(r.get("measured")) for r in runs)]]
     rows += [[f"**{m}**", *(r["metrics"].get(m) for r in runs)] for m in c["metric_names"]]
     rows += [["**best val mae**", *(r["best_val_mae"] for r in runs)]]
     parts = [f"# Comparison of {len(runs)} runs",

@@ -103,4 +103,5 @@ class RunRecorder:
         self.store.record_end(self.run_id, result.status, result.reason,
                               steps_done=result.steps_done, samples_seen=result.samples_seen,
                               wall_time_s=self.wall_offset + result.wall_time_s,
-                              metrics=result.final_metrics, best_val_mae=best)
+                              metrics=result.final_metrics, best_val_mae=best,
+                              measured=result.measured)

@@ -21,6 +21,7 @@ from cnnprobe.evaluate import (
     Evaluation,
     Sweep,
     distractor_sweep,
+    evaluation_state,
     predict,
     resolution_sweep,
 )
@@ -28,6 +29,7 @@ from cnnprobe.events import Callback
 from cnnprobe.history import SWEEP_KINDS
 from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
 from cnnprobe.linear_probe import probe_layers
+from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.models import build_model
 from cnnprobe.store import Checkpoint, RunStore, StoreError
 from cnnprobe.tasks import Batch
@@ -41,7 +43,7 @@ def _from_checkpoint(cfg: RunConfig) -> RunConfig:
     return replace(cfg, model=replace(cfg.model, pretrained=False, weights_path=None))
 
 
-def load_model(store: RunStore, run_id: str, which: str = "best",
+def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
                device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
     """A stored run's model in eval mode on `device`, and the checkpoint it came from.
 
@@ -108,12 +110,14 @@ def _check_n(n: int) -> None:
 
 def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
                  width: int | None = None, distractors: int | None = None,
-                 region: str = "train", n: int = 1024, which: str = "best",
-                 device: str = "auto", save: bool = True) -> Evaluation:
+                 region: str = "train", n: int = 1024, which: str = DEFAULT_WEIGHTS,
+                 device: str = "auto", save: bool = True,
+                 precise_bn: bool | None = None) -> Evaluation:
     """Evaluate a stored run's weights again, on other task options; nothing is retrained.
 
     Unchanged options with n = val_size and which="last" reproduce the run's final
     validation. With `save`, the metrics are kept with the run (`store.evaluations`).
+    `precise_bn` None: as the run's config says (see evaluate.evaluation_state).
     """
     _check_n(n)
     if region not in REGIONS:
@@ -124,27 +128,33 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     task = replace(cfg.task, height=height or cfg.task.height, width=width or cfg.task.width)
     if distractors is not None:
         task = replace(task, eval_distractors=distractors)
-    ev = predict(model, task, n, seed=cfg.train.seed,
-                 stream="heldout" if region == "heldout" else "val", device=dev,
-                 batch_size=min(cfg.train.batch_size, 512), amp=cfg.train.amp,
-                 distractors=task.eval_distractor_count, region=region)
+    with evaluation_state(model, cfg, dev, weights=which, step=ckpt.step,
+                          precise_bn=precise_bn) as how:
+        ev = predict(model, task, n, seed=cfg.train.seed,
+                     stream="heldout" if region == "heldout" else "val", device=dev,
+                     batch_size=min(cfg.train.batch_size, 512), amp=cfg.train.amp,
+                     distractors=task.eval_distractor_count, region=region)
+    ev.measured = how
     if save:
         store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
                                        "width": task.width,
                                        "distractors": task.eval_distractor_count,
-                                       "region": region, "n": n}, ev.metrics)
+                                       "region": region, "n": n, "measured": how}, ev.metrics)
     return ev
 
 
 def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
               resolutions: Sequence[int] | None = None, max_distractors: int = 8,
-              n: int = 512, which: str = "best", device: str = "auto",
+              n: int = 512, which: str = DEFAULT_WEIGHTS, device: str = "auto",
               cancel: CancelFlag | None = None,
-              on_row: Callable[[dict], None] | None = None) -> Sweep:
+              on_row: Callable[[dict], None] | None = None,
+              precise_bn: bool | None = None) -> Sweep:
     """Resolution or distractor sweep of a stored run; the result is saved with the run.
 
     `on_row` hears each value's metrics as it is done; a cancelled sweep returns the rows
-    so far (`Sweep.cancelled`) and is not saved.
+    so far (`Sweep.cancelled`) and is not saved. BatchNorm statistics (precise BN) are
+    recalibrated once on the run's training distribution, at its training size: a sweep
+    measures how the trained model transfers, not how it adapts to the new images.
     """
     if kind not in SWEEP_KINDS:
         raise ConfigError("kind", kind, f"one of {', '.join(SWEEP_KINDS)}")
@@ -155,13 +165,16 @@ def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
     kw = {"n": n, "seed": cfg.train.seed, "device": dev, "amp": cfg.train.amp,
           "batch_size": min(cfg.train.batch_size, 512), "cancel": cancel, "on_row": on_row}
     options: dict[str, Any] = {"which": which, "step": ckpt.step, "n": n}
-    if kind == "resolution":
-        values = [int(r) for r in (resolutions or DEFAULT_RESOLUTIONS)]
-        sweep = resolution_sweep(model, cfg.task, values, **kw)
-        options["resolutions"] = values
-    else:
-        sweep = distractor_sweep(model, cfg.task, max_distractors, **kw)
-        options["max_distractors"] = max_distractors
+    with evaluation_state(model, cfg, dev, weights=which, step=ckpt.step,
+                          precise_bn=precise_bn) as how:
+        if kind == "resolution":
+            values = [int(r) for r in (resolutions or DEFAULT_RESOLUTIONS)]
+            sweep = resolution_sweep(model, cfg.task, values, **kw)
+            options["resolutions"] = values
+        else:
+            sweep = distractor_sweep(model, cfg.task, max_distractors, **kw)
+            options["max_distractors"] = max_distractors
+    sweep.measured = options["measured"] = how
     if not sweep.cancelled:
         store.save_sweep(run_id, kind, sweep.table, sweep.samples, options)
     return sweep
@@ -197,7 +210,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
 
 def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps: int,
                  lr: float | None = None, callbacks: Iterable[Callback] = (),
-                 cancel: CancelFlag | None = None, which: str = "best",
+                 cancel: CancelFlag | None = None, which: str = DEFAULT_WEIGHTS,
                  name: str | None = None, tags: Sequence[str] = (),
                  device: str | None = None, on_created: Callable[[str], None] | None = None
                  ) -> tuple[str, RunResult]:
@@ -256,10 +269,12 @@ def _check_layers(model: torch.nn.Module, layers: Sequence[str], known: list[str
 
 def inspect_run(store: RunStore, run_id: str, *, sample: int | None = None, seed: int = 0,
                 layers: Sequence[str] | None = None, outer: bool = False,
-                height: int | None = None, width: int | None = None, which: str = "best",
-                probes: bool = True, n_train: int = 512, n_test: int = 256,
-                device: str = "auto", save: bool = True, cancel: CancelFlag | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Inspection:
+                height: int | None = None, width: int | None = None,
+                which: str = DEFAULT_WEIGHTS, probes: bool = True, n_train: int = 512,
+                n_test: int = 256, device: str = "auto", save: bool = True,
+                cancel: CancelFlag | None = None,
+                progress: Callable[[int, int], None] | None = None,
+                precise_bn: bool | None = None) -> Inspection:
     """Look inside a stored run's model: sample `sample` of its validation set (else a fresh
     draw seeded by `seed`) through every layer of interest (or `layers`; `outer`: only the
     outermost), and a linear probe per layer (n_train fit, n_test scored, the run's seed).
@@ -291,19 +306,24 @@ def inspect_run(store: RunStore, run_id: str, *, sample: int | None = None, seed
         chosen = [n for n in dict.fromkeys(layers) if n != INPUT]
     elif outer:
         chosen = layers_of_interest(model, nested=False, example=batch.images)
-    activations = capture(model, batch.images, chosen)
-    if chosen is not None:  # in forward order, as the maps are
-        chosen = [a.name for a in activations if a.name != INPUT]
-    with torch.no_grad():
-        prediction = float(model(batch.images.to(dev)).float().flatten()[0])
+    table = None
+    # The maps, the prediction and the probes all see the statistics of these weights.
+    with evaluation_state(model, cfg, dev, weights=which, step=ckpt.step,
+                          precise_bn=precise_bn) as how:
+        activations = capture(model, batch.images, chosen)
+        if chosen is not None:  # in forward order, as the maps are
+            chosen = [a.name for a in activations if a.name != INPUT]
+        with torch.no_grad():
+            prediction = float(model(batch.images.to(dev)).float().flatten()[0])
+        if probes:
+            table = probe_layers(model, task_cfg, n_train, n_test, seed=cfg.train.seed,
+                                 layers=chosen, device=dev, progress=progress, cancel=cancel)
     options: dict[str, Any] = {
         "which": which, "step": ckpt.step, "height": h, "width": w, "n_train": n_train,
         "n_test": n_test, "seed": cfg.train.seed, "device": dev.type,
-        "layers": chosen if layers is not None else "outer" if outer else "all"}
-    table = None
-    if probes:
-        table = probe_layers(model, task_cfg, n_train, n_test, seed=cfg.train.seed,
-                             layers=chosen, device=dev, progress=progress, cancel=cancel)
+        "layers": chosen if layers is not None else "outer" if outer else "all",
+        "measured": how}
+    if table is not None:
         depth = {n: i for i, n in enumerate([INPUT, *known])}
         if chosen is not None and all(n in depth for n in table["layer"]):
             table["depth"] = [depth[n] for n in table["layer"]]  # depth in the whole network

@@ -94,8 +94,14 @@ CREATE TABLE probes (
 );
 """
 
+# v3: how each run's final metrics were made (measurement.measured: weights, BatchNorm
+# statistics, input normalisation); '{}' for runs recorded before it.
+V3 = """
+ALTER TABLE runs ADD COLUMN measured TEXT NOT NULL DEFAULT '{}';
+"""
+
 # SQL text (statements split on ";") or a function of the connection, for data changes.
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1, V2]
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1, V2, V3]
 
 
 def latest_version() -> int:

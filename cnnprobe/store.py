@@ -64,6 +64,8 @@ class RunRecord:
     samples_seen: int
     steps_done: int
     metrics: dict[str, float]  # final metrics (empty while running)
+    # How the final metrics were made (measurement.measured); {} for older runs.
+    measured: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     note: str = ""
     parent_id: str | None = None
@@ -121,14 +123,15 @@ def default_name(config: RunConfig) -> str:
 def _lenient_config(data: dict[str, Any]) -> tuple[RunConfig, str]:
     """The stored config, dropping settings this version no longer knows (and saying so)."""
     try:
-        return RunConfig.from_dict(data), ""
+        return RunConfig.from_dict(data, stored=True), ""
     except ConfigError as exc:
         from cnnprobe.config import ModelConfig, TaskConfig, TrainConfig
 
         kinds = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
         kept = {s: {k: v for k, v in (data.get(s) or {}).items()
                     if k in {f.name for f in fields(kind)}} for s, kind in kinds.items()}
-        return RunConfig.from_dict(kept), f"stored config has settings this cnnprobe lacks: {exc}"
+        return (RunConfig.from_dict(kept, stored=True),
+                f"stored config has settings this cnnprobe lacks: {exc}")
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
@@ -140,7 +143,8 @@ def _record(row: sqlite3.Row) -> RunRecord:
         finished_at=row["finished_at"], device=row["device"], device_name=row["device_name"],
         versions=json.loads(row["versions"]), wall_time_s=row["wall_time_s"],
         samples_seen=row["samples_seen"], steps_done=row["steps_done"],
-        metrics=json.loads(row["metrics"]), tags=tags, note=row["note"],
+        metrics=json.loads(row["metrics"]), measured=json.loads(row["measured"]), tags=tags,
+        note=row["note"],
         parent_id=row["parent_id"], kind=row["kind"], total_steps=row["total_steps"],
         resumed_at=json.loads(row["resumed_at"]), parameters=row["parameters"],
         best_val_mae=row["best_val_mae"], host=row["host"], pid=row["pid"],

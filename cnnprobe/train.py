@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnprobe.config import RunConfig, validate
 from cnnprobe.device import device_name, resolve_device
-from cnnprobe.evaluate import Evaluation, autocast_for, predict
+from cnnprobe.evaluate import Evaluation, autocast_for, evaluation_state, predict
 from cnnprobe.events import (
     Callback,
     Cancelled,
@@ -24,10 +24,11 @@ from cnnprobe.events import (
     StepEvent,
     TrainState,
 )
-from cnnprobe.models import build_model, count_parameters
+from cnnprobe.models import InputNorm, build_model, count_parameters
 from cnnprobe.tasks import make_generator, make_task, stream_seed
 
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
+NORM_SAMPLES = 1024  # training-distribution images the task input normalisation is fitted on
 
 
 class CancelFlag(Protocol):
@@ -66,6 +67,8 @@ class RunResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     evaluation: Evaluation | None = field(default=None, repr=False)
     best_val_mae: float = math.inf
+    # How final_metrics were made: weights, BatchNorm statistics, input normalisation.
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -75,6 +78,15 @@ def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.opti
         return torch.optim.SGD(params, lr=tr.lr, momentum=0.9, weight_decay=tr.weight_decay)
     kind = torch.optim.AdamW if tr.optimizer == "adamw" else torch.optim.Adam
     return kind(params, lr=tr.lr, weight_decay=tr.weight_decay)
+
+
+def fit_input_norm(model: nn.Module, task: Any, seed: int, device: torch.device) -> None:
+    """Fit a `task` input normalisation to NORM_SAMPLES images of the training distribution
+    (its own stream of the run's seed); other normalisations are fixed constants."""
+    norm = getattr(model, "input_norm", None)
+    if isinstance(norm, InputNorm) and norm.kind == "task":
+        g = make_generator(seed, device, "input-norm")
+        norm.fit(task.sample(NORM_SAMPLES, g).images)
 
 
 def _uses_spatial_convs(model: nn.Module) -> bool:
@@ -100,8 +112,10 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     if resume is not None:
         model.load_state_dict(resume.model_state)
     elif init_model_state is not None:
-        model.load_state_dict(init_model_state)
+        model.load_state_dict(init_model_state)  # a fine-tune keeps its parent's input norm
     model.to(device)
+    if resume is None and init_model_state is None:
+        fit_input_norm(model, task, tr.seed, device)
     channels_last = device.type == "cuda" and _uses_spatial_convs(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -122,10 +136,15 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
         for cb in callbacks:
             cb(event)
 
-    def evaluate() -> Evaluation:
-        return predict(model, cfg.task, tr.val_size, seed=tr.seed, stream="val", device=device,
-                       batch_size=min(tr.batch_size, 512), amp=tr.amp,
-                       distractors=cfg.task.eval_distractor_count)
+    def evaluate(region: str = "train") -> Evaluation:
+        # Statistics recalibrated at these weights, then put back: training goes on with its own.
+        with evaluation_state(model, cfg, device, weights="last", step=step) as how:
+            ev = predict(model, cfg.task, tr.val_size, seed=tr.seed,
+                         stream="heldout" if region == "heldout" else "val", device=device,
+                         batch_size=min(tr.batch_size, 512), amp=tr.amp,
+                         distractors=cfg.task.eval_distractor_count, region=region)
+        ev.measured = how
+        return ev
 
     emit(RunStarted(total, step, str(device), result.device_name, count_parameters(model)))
     start = time.perf_counter()
@@ -190,10 +209,9 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
         try:
             result.evaluation = last_eval or evaluate()
             result.final_metrics = dict(result.evaluation.metrics)
+            result.measured = dict(result.evaluation.measured)
             if cfg.task.split == "quadrant":
-                held = predict(model, cfg.task, tr.val_size, seed=tr.seed, stream="heldout",
-                               device=device, batch_size=min(tr.batch_size, 512), amp=tr.amp,
-                               distractors=cfg.task.eval_distractor_count, region="heldout")
+                held = evaluate("heldout")
                 result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
         except Exception as exc:  # noqa: BLE001
             result.status, result.reason = "failed", _reason(exc)

@@ -157,7 +157,7 @@ def _truncate(root):
 
 
 def _unbuildable(root):
-    path = root / _id(root) / "best.pt"
+    path = root / _id(root) / "last.pt"  # what eval uses by default
     data = torch.load(path, weights_only=True)
     data["config"]["model"]["name"] = "plaincnn"
     torch.save(data, path)

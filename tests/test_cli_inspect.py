@@ -141,9 +141,11 @@ def test_probes_are_kept_with_the_run_for_show_and_export(root, capsys, tmp_path
 
     shown = run_json(capsys, root, "show", rid)["probes"]
     assert [r["layer"] for r in shown["table"]] == layers
-    assert shown["options"]["which"] == "best" and shown["options"]["n_test"] == 32
+    assert shown["options"]["which"] == "last" and shown["options"]["n_test"] == 32
+    assert shown["options"]["measured"]["weights"] == "last"
     code, out, _ = run(capsys, root, "show", rid)
-    assert code == 0 and "linear probes: best @ step" in out and "fc8" in out
+    assert code == 0 and "linear probes: last @ step" in out and "fc8" in out
+    assert "measured with: last weights (step" in out
 
     [md] = run_json(capsys, root, "export", rid, "--out", str(tmp_path / "run.md"))["files"]
     text = Path(md).read_text()

@@ -14,7 +14,7 @@ from cnnprobe.models import build_model
 @pytest.fixture(scope="module")
 def acts():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="plaincnn"), 3)
+    model = build_model(ModelConfig(name="plaincnn", input_norm="none"), 3)
     batch = sample_input(TaskConfig(name="distance", height=32, width=32), seed=1)
     return capture(model, batch.images)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnprobe.config import ConfigError
+from cnnprobe.config import ConfigError, validate
 from cnnprobe.events import StepEvent
 from cnnprobe.runs import evaluate_run, finetune_run, load_model, resume_run, sweep_run, train_run
 from cnnprobe.store import RunStore, StoreError
@@ -48,7 +48,12 @@ def test_a_trained_run_is_recorded_completely(store, trained, tiny):
     best_step = min(val, key=lambda r: r["mae"])["step"]
     assert store.load_checkpoint(run_id, "best").step == best_step
     last = store.load_checkpoint(run_id, "last")
-    assert (last.step, last.samples_seen, last.config) == (20, 640, tiny)
+    # The config as recorded: `auto` settings resolved to what ran (seednet: no input norm).
+    assert (last.step, last.samples_seen, last.config) == (20, 640, validate(tiny))
+    assert last.config.model.input_norm == "none" and rec.config == last.config
+    assert rec.measured == {"weights": "last", "step": 20, "batchnorm": "none",
+                            "bn_samples": 0, "input_norm": "none"}
+    assert result.measured == rec.measured
     for k, v in result.model.state_dict().items():
         assert torch.equal(last.model_state[k], v), k
     assert rec.best_val_mae == pytest.approx(min(r["mae"] for r in val))

@@ -193,14 +193,40 @@ def test_distance_normalized(hw, k):
     h, w = hw
     b = draw(cfg_for("distance", h, w, units="normalized", distractors=k), seed=5)
     a, bb, _ = point_positions(signal_of(b))
-    d = np.hypot(*(a - bb).T)
-    np.testing.assert_allclose(b.targets.numpy() * math.hypot(h, w), d, rtol=1e-6, atol=1e-4)
-    assert b.targets.max().item() <= 1.0
+    # Normalized units are the coordinate channels' own: x/(W+1) along x, y/(H+1) along y.
+    d = np.hypot((a - bb)[:, 0] / (w + 1), (a - bb)[:, 1] / (h + 1))
+    np.testing.assert_allclose(b.targets.numpy(), d, rtol=1e-5, atol=1e-6)
+    assert b.targets.max().item() <= math.sqrt(2)
 
 
-def test_distance_points_may_coincide():
-    """On a 4x5 image points coincide often; B (-1) is drawn last and the target is 0."""
+def test_distance_normalized_target_is_the_coordinate_channels_distance():
+    """What makes a coordinate reader resolution-free: at every size, the normalized target
+    is exactly the Euclidean distance between the markers' values in channels 1 and 2."""
+    for size in (8, 16, 33, 64):
+        b = draw(cfg_for("distance", size, size, units="normalized"), n=64, seed=size)
+        img = b.images.numpy().astype(np.float64)
+        plus, minus = img[:, 0] == 1.0, img[:, 0] == -1.0
+        xa, ya = img[:, 1][plus], img[:, 2][plus]
+        xb, yb = img[:, 1][minus], img[:, 2][minus]
+        np.testing.assert_allclose(b.targets.numpy(), np.hypot(xa - xb, ya - yb), rtol=1e-5)
+
+
+def test_distance_points_are_distinct_by_default():
+    """On a 4x5 image independent points would coincide in 1 sample of 20; by default A and
+    B are always two pixels, and B is still spread over every pixel."""
     b = draw(cfg_for("distance", 4, 5), n=400, seed=1)
+    sig = signal_of(b)
+    a, bb, n_plus = point_positions(sig)
+    assert (n_plus == 1).all() and ((sig == -1.0).sum((1, 2)) == 1).all()
+    assert (b.targets.numpy() > 0).all()
+    np.testing.assert_allclose(b.targets.numpy(), np.hypot(*(a - bb).T), rtol=1e-6, atol=1e-5)
+    assert len({tuple(p) for p in bb}) == 20  # every pixel is used for B
+
+
+def test_distance_points_may_coincide_as_in_the_notebook():
+    """allow_coincident (the seed preset): on a 4x5 image points coincide often; B (-1) is
+    drawn last and the target is 0."""
+    b = draw(cfg_for("distance", 4, 5, allow_coincident=True), n=400, seed=1)
     sig = signal_of(b)
     a, bb, n_plus = point_positions(sig)
     coincide = n_plus == 0
@@ -253,7 +279,7 @@ def test_area_normalized(hw):
     b = draw(cfg_for("area", h, w, units="normalized"), seed=2)
     _, area, bbox_area = rectangle_stats(signal_of(b))
     assert np.array_equal(area, bbox_area)
-    np.testing.assert_allclose(b.targets.numpy(), area / (h * w), rtol=1e-6)
+    np.testing.assert_allclose(b.targets.numpy(), area / ((h + 1) * (w + 1)), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- locate
@@ -270,9 +296,9 @@ def test_locate_labels_from_pixels(hw, k, units):
     ones = sig == 1.0
     assert (count_components(ones) == 2).all()
     cents = component_centroids(ones)
-    d = np.array([np.hypot(*(c[0] - c[1])) for c in cents])
-    scale = math.hypot(h, w) if units == "normalized" else 1.0
-    np.testing.assert_allclose(b.targets.numpy() * scale, d, rtol=0, atol=1e-4)
+    scale = np.array([w + 1, h + 1]) if units == "normalized" else np.ones(2)
+    d = np.array([np.hypot(*((c[0] - c[1]) / scale)) for c in cents])
+    np.testing.assert_allclose(b.targets.numpy(), d, rtol=0, atol=1e-5)
     assert not touching_different_values(sig).any()
     check_distractors(sig, k, (1.0,))
 

@@ -34,12 +34,12 @@ def tiny(model: str) -> RunConfig:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, str | Path]:
     """A store with a seednet run (vector layers), a plaincnn run (maps) and a plaincnn run
-    whose best checkpoint is garbage."""
+    whose last checkpoint is garbage."""
     root = tmp_path_factory.mktemp("act") / "store"
     with RunStore(root) as store:
         ids = {m: train_run(store, tiny(m))[0] for m in ("seednet", "plaincnn")}
         ids["damaged"] = train_run(store, tiny("plaincnn"), name="damaged")[0]
-        store.checkpoint_path(ids["damaged"], "best").write_bytes(b"not a checkpoint" * 64)
+        store.checkpoint_path(ids["damaged"], "last").write_bytes(b"not a checkpoint" * 64)
     return {"root": root, **ids}
 
 
@@ -101,10 +101,13 @@ async def test_layers_channels_normalisation_and_samples(runs):
     app = Host(runs["root"], runs["plaincnn"])
     async with app.run_test(size=WIDE) as pilot:
         await settle(app, pilot)
-        assert text_of(app, "#act-layer").startswith("layer 0/14  input  input  3×32×32")
+        assert text_of(app, "#act-layer").startswith("layer 0/15  input  input  3×32×32")
         assert titles(app) == {0, 1, 2}  # the input's three channels
         assert "▀" in view_text(app)  # half blocks in true colour
 
+        await pilot.press("j")  # the model's input normalisation: what the convs see
+        assert "input_norm  InputNorm  3×32×32" in text_of(app, "#act-layer")
+        assert titles(app) == {0, 1, 2}
         await pilot.press("j")
         assert "blocks.0  Conv2d  32×32×32" in text_of(app, "#act-layer")
         assert titles(app) == set(range(32))
@@ -126,8 +129,8 @@ async def test_layers_channels_normalisation_and_samples(runs):
 
         await pilot.press("r", "c")
         assert "resample: area · magma" in text_of(app, "#act-settings")
-        await pilot.press("k")
-        assert text_of(app, "#act-layer").startswith("layer 0/14  input")
+        await pilot.press("k", "k")
+        assert text_of(app, "#act-layer").startswith("layer 0/15  input")
 
         assert "validation sample 0 of 64" in text_of(app, "#act-run")
         await pilot.press("right_square_bracket")
@@ -136,7 +139,7 @@ async def test_layers_channels_normalisation_and_samples(runs):
         await pilot.press("left_square_bracket", "left_square_bracket")
         await settle(app, pilot)
         assert "validation sample 63 of 64" in text_of(app, "#act-run")  # wraps around
-        assert text_of(app, "#act-layer").startswith("layer 0/14  input")  # kept the layer
+        assert text_of(app, "#act-layer").startswith("layer 0/15  input")  # kept the layer
         await pilot.press("q")
         assert not isinstance(app.screen, ActivationsScreen)
 
@@ -175,7 +178,7 @@ async def test_probes_run_in_a_worker_show_a_table_and_plot_and_are_saved(store_
         assert (bar.progress, bar.total) == (2, 2)  # one batch of 64 to fit, one to score
         table = app.screen.query_one(ProbeTable)
         layers = len(app.screen.inspection.activations)
-        assert table.row_count == layers == 15
+        assert table.row_count == layers == 16
         assert app.screen.query_one("#act-probes").display
         assert len(app.screen.query_one(ProbePlot).rows) == layers
         assert "saved with the run" in app.screen.query_one("#act-probes").border_title
@@ -220,7 +223,7 @@ async def test_stored_probes_show_on_open_and_escape_stops_running_probes(store_
     async with app.run_test(size=WIDE) as pilot:
         await settle(app, pilot)
         assert app.screen.query_one("#act-probes").display
-        assert app.screen.query_one(ProbeTable).row_count == 15
+        assert app.screen.query_one(ProbeTable).row_count == 16
         assert "stored with the run" in app.screen.query_one("#act-probes").border_title
 
 
@@ -230,17 +233,17 @@ async def test_damaged_checkpoint_is_an_error_line_not_a_crash(runs):
         await settle(app, pilot)
         error = app.screen.query_one("#act-error")
         assert error.display
-        assert "best.pt" in str(error.render()) and "corrupt" in str(error.render())
+        assert "last.pt" in str(error.render()) and "corrupt" in str(error.render())
         assert "nothing to show" in view_text(app)
         await pilot.press("j", "n", "x", "p")  # keys on an empty screen do no harm
         await settle(app, pilot)
         assert app.is_running and isinstance(app.screen, ActivationsScreen)
         assert "linear probes could not run" in str(error.render())
-        await pilot.press("w")  # the last checkpoint is intact
+        await pilot.press("w")  # the best checkpoint is intact
         await settle(app, pilot)
         assert not error.display
-        assert text_of(app, "#act-layer").startswith("layer 0/14  input")
-        assert "last checkpoint" in text_of(app, "#act-run")
+        assert text_of(app, "#act-layer").startswith("layer 0/15  input")
+        assert "best checkpoint" in text_of(app, "#act-run")
 
 
 async def test_narrow_80x24_and_resize(runs):
@@ -248,7 +251,7 @@ async def test_narrow_80x24_and_resize(runs):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         text = screen_text(app)
-        assert "layer 0/14  input  input  3×32×32" in text
+        assert "layer 0/15  input  input  3×32×32" in text
         assert "kj Layer [] Sample +- Channels" in text  # the footer
         assert app.screen.has_class("-narrow")
         assert not app.screen.query_one("#act-layers").display

@@ -8,8 +8,10 @@ import argparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnprobe.cli.flags import add_weights_flags
 from cnnprobe.cli.tables import describe_table, frame_table, metrics_table, print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
@@ -44,12 +46,12 @@ def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int
     ev = evaluate_run(store, run_id, height=args.height or args.resolution,
                       width=args.width or args.resolution, distractors=args.distractors,
                       region=args.region, n=args.n, which=args.which, device=args.device,
-                      save=not args.no_save)
+                      save=not args.no_save, precise_bn=args.precise_bn)
     done = store.evaluations(run_id)[-1]["options"] if not args.no_save else {}
     if args.json:
         out = {"id": run_id, "options": done or {"which": args.which, "n": args.n,
                                                  "region": args.region},
-               "metrics": ev.metrics}
+               "metrics": ev.metrics, "measured": ev.measured}
         if args.by_label:
             out["error_by_label"] = ev.error_by_label(args.by_label).to_dict(orient="records")
         print_json(out)
@@ -58,6 +60,7 @@ def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int
              f"{done['region']} region, {args.which} checkpoint (step {done['step']})"
              if done else f"{args.which} checkpoint")
     console.print(f"run {run_id[:8]} on {where}", highlight=False)
+    console.print(f"measured with: {describe(ev.measured)}", highlight=False)
     console.print(metrics_table(ev.metrics, "metrics"))
     console.print(describe_table(ev))
     if args.by_label:
@@ -84,13 +87,15 @@ def cmd_sweep(args: argparse.Namespace, console: Console, store: RunStore) -> in
         with first_ctrl_c_cancels(progress.console, "stopping after this size") as cancel:
             sweep = sweep_run(store, run_id, args.kind, resolutions=args.resolutions,
                               max_distractors=args.max_distractors, n=args.n, which=args.which,
-                              device=args.device, cancel=cancel, on_row=on_row)
+                              device=args.device, cancel=cancel, on_row=on_row,
+                              precise_bn=args.precise_bn)
     if args.json:
         print_json({"id": run_id, "kind": args.kind, "cancelled": sweep.cancelled,
-                    "table": sweep.table.to_dict(orient="records")})
+                    "measured": sweep.measured, "table": sweep.table.to_dict(orient="records")})
     else:
         console.print(f"run {run_id[:8]}: {args.kind} sweep of the {args.which} checkpoint, "
                       f"{args.n} samples each", highlight=False)
+        console.print(f"measured with: {describe(sweep.measured)}", highlight=False)
         console.print(frame_table(sweep.table, f"{args.kind} sweep"))
         console.print("stopped early: not saved" if sweep.cancelled else
                       f"saved with run {run_id[:8]} (`cnnprobe show {run_id[:8]}`)")
@@ -134,6 +139,5 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 def _eval_flags(p: argparse.ArgumentParser, n: int) -> None:
     p.add_argument("--n", type=int, default=n, help=f"samples per evaluation (default: {n})")
-    p.add_argument("--which", choices=("best", "last"), default="best",
-                   help="the best (lowest validation MAE) or the last checkpoint (default: best)")
+    add_weights_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

@@ -7,12 +7,23 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from cnnprobe.config import PRESETS, ModelConfig, RunConfig, TaskConfig, TrainConfig, apply_preset
+from cnnprobe.measurement import DEFAULT_WEIGHTS, WEIGHTS
 
 SECTIONS = (("task", TaskConfig), ("model", ModelConfig), ("train", TrainConfig))
 HELP = {
     "height": "image height in pixels", "width": "image width in pixels",
+    # Section-qualified keys win: model.width is a channel count, not an image size.
+    "model.width": "plaincnn, coordconv: channels of the first conv block",
+    "model.depth": "plaincnn, coordconv: number of conv blocks",
     "coord_channels": "add the x/(W+1) and y/(H+1) coordinate channels",
-    "units": "target units: pixels, or normalized (by the diagonal, or the area for area)",
+    "units": "target units: pixels, or normalized (one pixel = 1/(W+1) along x, 1/(H+1) "
+             "along y: the coordinate channels' units)",
+    "allow_coincident": "distance: let A and B fall on one pixel, as the notebook did",
+    "input_norm": "input normalisation: auto, none, task (per-channel standardisation "
+                  "from the task's images) or imagenet",
+    "precise_bn": "recalibrate BatchNorm statistics at the evaluated weights before every "
+                  "evaluation",
+    "bn_samples": "training samples the BatchNorm recalibration uses",
     "distractors": "extra objects of another kind during training",
     "eval_distractors": "extra objects during evaluation (default: as in training)",
     "split": "uniform, or quadrant (training never uses the held-out quadrant)",
@@ -27,7 +38,8 @@ HELP = {
 }
 CHOICES = {"units": ("pixels", "normalized"), "split": ("uniform", "quadrant"),
            "loss": ("l1", "mse", "huber"), "optimizer": ("adam", "adamw", "sgd"),
-           "pool": ("max", "avg", "stride", "none"), "global_pool": ("max", "avg")}
+           "pool": ("max", "avg", "stride", "none"), "global_pool": ("max", "avg"),
+           "input_norm": ("auto", "none", "task", "imagenet")}
 
 
 def _flag(section: str, name: str) -> str:
@@ -63,8 +75,20 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                 kw["choices"] = CHOICES[f.name]
             elif "action" not in kw:
                 kw["metavar"] = "N" if kw.get("type") is int else f.name.split("_")[-1].upper()
-            kw["help"] = f"{HELP.get(f.name, f.name.replace('_', ' '))} (default: {default})"
+            text = HELP.get(f"{section}.{f.name}") or HELP.get(f.name, f.name.replace("_", " "))
+            kw["help"] = f"{text} (default: {default})"
             group.add_argument(_flag(section, f.name), **kw)
+
+
+def add_weights_flags(p: argparse.ArgumentParser, *, precise_bn: bool = True) -> None:
+    """--which (the same default everywhere) and, for evaluations, --precise-bn."""
+    p.add_argument("--which", choices=WEIGHTS, default=DEFAULT_WEIGHTS,
+                   help="the last weights (those of the final metrics) or the best checkpoint "
+                        f"(lowest validation MAE) (default: {DEFAULT_WEIGHTS})")
+    if precise_bn:
+        p.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
+                       help="recalibrate BatchNorm statistics at these weights first "
+                            "(default: as the run was trained, on unless --no-precise-bn)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

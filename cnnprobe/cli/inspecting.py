@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cnnprobe.cli.flags import add_weights_flags
 from cnnprobe.cli.tables import num, print_json, probes_table
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
 from cnnprobe.heatmap import CMAPS, NORMALIZE, RESAMPLE
+from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
@@ -89,7 +91,7 @@ def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> 
                 outer=args.outer, height=args.height or args.resolution,
                 width=args.width or args.resolution, which=args.which, probes=probes,
                 n_train=args.n_train, n_test=args.n_test, device=args.device, save=False,
-                cancel=cancel, progress=on_batch)
+                cancel=cancel, progress=on_batch, precise_bn=args.precise_bn)
     if insp.cancelled:
         console.print("stopped: nothing written, nothing saved")
         return 130
@@ -113,6 +115,7 @@ def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> 
                     "label": insp.label, "prediction": insp.prediction,
                     "layers": [{"name": a.name, "module": a.module, "kind": a.kind,
                                 "shape": list(a.shape)} for a in insp.activations],
+                    "measured": insp.options.get("measured"),
                     "probes": rows, "probe_options": insp.options if rows else None,
                     "saved": saved, "out": None if out is None else str(out),
                     "files": [str(p) for p in files]})
@@ -121,6 +124,7 @@ def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> 
     console.print(f"run [bold]{rec.short_id}[/bold] ({rec.name}): {cfg.task.name}/"
                   f"{cfg.model.name}, {insp.which} checkpoint (step {insp.step})",
                   highlight=False)
+    console.print(f"measured with: {describe(insp.options.get('measured'))}", highlight=False)
     console.print(_sample_line(insp, cfg.train.val_size), highlight=False)
     show = console.is_terminal if args.show is None else args.show
     if show:
@@ -172,9 +176,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     what.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
     what.add_argument("--height", type=int, help="image height (default: the run's)")
     what.add_argument("--width", type=int, help="image width (default: the run's)")
-    what.add_argument("--which", choices=("best", "last"), default="best",
-                      help="the best (lowest validation MAE) or the last checkpoint "
-                           "(default: best)")
+    add_weights_flags(what)
     what.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                                                        "(default: auto)")
     probe = p.add_argument_group("linear probes")

@@ -21,6 +21,7 @@ from cnnprobe.cli.tables import (
     status_text,
 )
 from cnnprobe.config import RunConfig
+from cnnprobe.measurement import best_of, describe
 from cnnprobe.store import STATUSES, RunStore, StoreError
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
@@ -87,6 +88,11 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
         console.print(line, highlight=False)
     if rec.metrics:
         console.print(metrics_table(rec.metrics, "final metrics"))
+        console.print(f"measured with: {describe(rec.measured)}", highlight=False)
+        best = best_of(store.val_history(run_id))
+        if best is not None and best["step"] != rec.steps_done:
+            console.print(f"best validation: MAE {num(best['mae'])}, R² {num(best.get('r2'))} "
+                          f"at step {best['step']} (the `best` checkpoint)", highlight=False)
     elif rec.best_val_mae is not None:
         console.print(f"best validation MAE so far: {num(rec.best_val_mae)}")
     for info_row in store.sweeps(run_id):
@@ -94,6 +100,8 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
         console.print(frame_table(sweep.table, f"{info_row['kind']} sweep "
                                                f"({info_row['options'].get('which')} "
                                                f"checkpoint, {ago(info_row['created_at'])})"))
+        console.print(f"  measured with: {describe(info_row['options'].get('measured'))}",
+                      highlight=False)
     probes, info = store.probes(run_id), store.probes_info(run_id)
     if probes is not None and info is not None:
         o = info["options"]
@@ -101,14 +109,17 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
             f"linear probes: {o.get('which')} @ step {o.get('step')}, {o.get('height')}x"
             f"{o.get('width')}, {o.get('n_train')}/{o.get('n_test')} samples, "
             f"{ago(info['created_at'], short=True)}")))
+        console.print(f"  measured with: {describe(o.get('measured'))}", highlight=False)
     evals = store.evaluations(run_id)
     if evals:
         table = Table(title="re-evaluations")
-        for col in ("when", "checkpoint", "size", "distractors", "region", "n", "MAE", "R²"):
+        for col in ("when", "checkpoint", "BatchNorm", "size", "distractors", "region", "n",
+                    "MAE", "R²"):
             table.add_column(col)
         for e in evals:
             o, m = e["options"], e["metrics"]
             table.add_row(ago(e["created_at"], short=True), f"{o.get('which')} @ {o.get('step')}",
+                          (o.get("measured") or {}).get("batchnorm", "not recorded"),
                           f"{o.get('height')}x{o.get('width')}", str(o.get("distractors")),
                           str(o.get("region")), str(o.get("n")), num(m.get("mae")),
                           num(m.get("r2")))

@@ -20,10 +20,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cnnprobe.cli.flags import add_config_flags, config_from_args
+from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args
 from cnnprobe.cli.tables import metrics_table, print_json
 from cnnprobe.config import validate
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from cnnprobe.measurement import best_of, describe
 from cnnprobe.store import RunStore
 
 Start = Callable[[list, threading.Event, Callable[[str], None]], tuple]
@@ -81,17 +82,24 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
                               "continues it from its last checkpoint")
                 return 130
     cfg = result.config
+    best = best_of(store.val_history(run_id))
     if args.json:
         print_json({"id": run_id, "status": result.status, "reason": result.reason,
                     "steps": result.steps_done, "samples_seen": result.samples_seen,
                     "wall_time_s": result.wall_time_s, "device": result.device,
-                    "metrics": result.final_metrics, "config": cfg.to_dict()})
+                    "metrics": result.final_metrics, "measured": result.measured,
+                    "best_validation": best, "config": cfg.to_dict()})
     else:
         console.print(f"{cfg.task.name}/{cfg.model.name} at {cfg.task.height}x"
                       f"{cfg.task.width}: {result.status} after {result.steps_done} steps, "
                       f"{result.wall_time_s:.1f}s", highlight=False)
         if result.final_metrics:
             console.print(metrics_table(result.final_metrics, "final metrics"))
+            console.print(f"measured with: {describe(result.measured)}", highlight=False)
+            if best is not None and best["step"] != result.steps_done:
+                console.print(f"best validation: MAE {best['mae']:.4g}, R² {best['r2']:.3f} at "
+                              f"step {best['step']} (the `best` checkpoint; `--which best` "
+                              "evaluates it)", highlight=False)
         if result.evaluation is not None:
             console.print(result.evaluation.describe().T.to_string(float_format="%.4g"))
     console.print(f"run [bold]{run_id}[/bold] {result.status}", highlight=False)
@@ -170,8 +178,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--width", type=int, help="image width (default: the run's)")
     p.add_argument("--steps", type=int, required=True, help="training steps of the new run")
     p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
-    p.add_argument("--which", choices=("best", "last"), default="best",
-                   help="start from the best or the last checkpoint (default: best)")
+    add_weights_flags(p, precise_bn=False)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     _run_flags(p)
     p.set_defaults(func=cmd_finetune)

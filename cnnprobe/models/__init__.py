@@ -27,7 +27,7 @@ from cnnprobe.models.coordconv import (
     coordconv_floats_per_pixel,
     coordconv_min_size,
 )
-from cnnprobe.models.head import RegressionHead
+from cnnprobe.models.head import InputNorm, RegressionHead
 from cnnprobe.models.plaincnn import (
     build_plaincnn,
     plaincnn_batch1_min_size,
@@ -36,8 +36,8 @@ from cnnprobe.models.plaincnn import (
 )
 from cnnprobe.models.seednet import SEEDNET_FLOATS_PER_PIXEL, build_coordmlp, build_seednet
 
-__all__ = ["MODELS", "ModelSpec", "RegressionHead", "WeightsError", "build_model",
-           "check_model_fits", "count_parameters", "model_table"]
+__all__ = ["MODELS", "InputNorm", "ModelSpec", "RegressionHead", "WeightsError", "build_model",
+           "check_model_fits", "count_parameters", "model_table", "resolve_input_norm"]
 
 # Refuse a batch whose estimated training memory is above this share of what is available:
 # the estimate is rough, and the rest of the process (data, optimizer state) needs room too.
@@ -118,6 +118,28 @@ def _check_options(spec: ModelSpec, cfg: ModelConfig) -> None:
     if cfg.freeze_preconv and spec.name != "seednet":
         raise ConfigError("model.freeze_preconv", cfg.freeze_preconv,
                           f"a seednet option; {spec.name} has no preconv1 to freeze")
+    if spec.needs_coord_channels and cfg.input_norm not in ("auto", "none"):
+        raise ConfigError("model.input_norm", cfg.input_norm,
+                          f"{spec.name} reads the raw coordinate channels (marker + x/(W+1)); "
+                          "set it to none (or auto)")
+
+
+def resolve_input_norm(cfg: ModelConfig) -> str:
+    """The input normalisation `auto` means for this model (any other value is kept).
+
+    seednet and coordmlp: none (their features are the raw coordinate values, as in the
+    notebook). A backbone with loaded weights: imagenet (what its filters were trained on).
+    Every other model: task, the per-channel standardisation fitted to the task's images,
+    without which a conv net cannot see single-pixel markers beside the coordinate ramps.
+    """
+    if cfg.input_norm != "auto":
+        return cfg.input_norm
+    spec = _spec(cfg.name)
+    if spec.needs_coord_channels:
+        return "none"
+    if spec.supports_pretrained and (cfg.pretrained or cfg.weights_path):
+        return "imagenet"
+    return "task"
 
 
 def _check_channels(spec: ModelSpec, in_channels: int) -> None:
@@ -136,7 +158,7 @@ def build_model(cfg: ModelConfig, in_channels: int) -> nn.Module:
     spec = _spec(cfg.name)
     _check_options(spec, cfg)
     _check_channels(spec, in_channels)
-    return spec.build(cfg, in_channels)
+    return spec.build(replace(cfg, input_norm=resolve_input_norm(cfg)), in_channels)
 
 
 def available_memory() -> tuple[int, str]:
@@ -204,7 +226,7 @@ def model_table(in_channels: int = 3) -> list[dict]:
         cfg = replace(ModelConfig(), name=name, pretrained=False, weights_path=None)
         # Coordinate models only exist with 3 input channels; count them that way.
         channels = 3 if spec.needs_coord_channels else in_channels
-        rows.append({"name": name, "params": count_parameters(spec.build(cfg, channels)),
+        rows.append({"name": name, "params": count_parameters(build_model(cfg, channels)),
                      "min_size": spec.min_size(cfg),
                      "needs_coord_channels": spec.needs_coord_channels,
                      "supports_pretrained": spec.supports_pretrained,

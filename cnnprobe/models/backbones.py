@@ -75,8 +75,8 @@ BACKBONES: dict[str, Backbone] = {
 class BackboneRegressor(ProbeModel):
     """A torchvision backbone without its classifier, then a one-output RegressionHead."""
 
-    def __init__(self, arch: str, in_channels: int):
-        super().__init__(in_channels, BACKBONE_MIN_SIZE)
+    def __init__(self, arch: str, in_channels: int, input_norm: str = "none"):
+        super().__init__(in_channels, BACKBONE_MIN_SIZE, input_norm)
         spec = BACKBONES[arch]
         self.arch = arch
         self.backbone = spec.factory(weights=None)
@@ -93,8 +93,7 @@ class BackboneRegressor(ProbeModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict one number per image, shape (B,) float32."""
-        self.check_input(x)
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.prepare_input(x)))
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -239,7 +238,7 @@ def pretrained_state(arch: str) -> tuple[dict[str, torch.Tensor], str]:
 
 def build_backbone(arch: str, cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Build `arch` with a regression head; weights_path wins over pretrained."""
-    model = BackboneRegressor(arch, in_channels)
+    model = BackboneRegressor(arch, in_channels, cfg.input_norm)
     if cfg.weights_path:
         state = read_state_file(cfg.weights_path)
         load_weights(model, state, "model.weights_path", cfg.weights_path)

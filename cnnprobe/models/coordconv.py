@@ -83,8 +83,8 @@ class CoordConvNet(ProbeModel):
 
     def __init__(self, in_channels: int, depth: int = 4, width: int = 32,
                  downsample: bool = True, with_radius: bool = False,
-                 head_hidden: tuple[int, ...] = HEAD_HIDDEN):
-        super().__init__(in_channels, coordconv_min_size(depth, downsample))
+                 head_hidden: tuple[int, ...] = HEAD_HIDDEN, input_norm: str = "none"):
+        super().__init__(in_channels, coordconv_min_size(depth, downsample), input_norm)
         layers: list[nn.Module] = []
         c_in = in_channels
         for i in range(depth):
@@ -98,15 +98,15 @@ class CoordConvNet(ProbeModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict one number per image, shape (B,) float32."""
-        self.check_input(x)
-        h = self.layers(x)
+        h = self.layers(self.prepare_input(x))
         pooled = torch.cat((h.amax(dim=(2, 3)), h.mean(dim=(2, 3))), dim=1)
         return self.head(pooled)
 
 
 def build_coordconv(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Registry builder: depth and width from the config; stride 2 every second layer."""
-    return CoordConvNet(in_channels, depth=cfg.depth, width=cfg.width)
+    return CoordConvNet(in_channels, depth=cfg.depth, width=cfg.width,
+                        input_norm=cfg.input_norm)
 
 
 def coordconv_floats_per_pixel(cfg: ModelConfig) -> float:

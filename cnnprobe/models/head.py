@@ -56,13 +56,70 @@ class RegressionHead(nn.Module):
         return out.squeeze(1)
 
 
-class ProbeModel(nn.Module):
-    """Base of every registry model: knows its smallest input and checks what it is given."""
+# torchvision's ImageNet normalisation (RGB); a 1-channel input gets the channels' mean.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    def __init__(self, in_channels: int, min_size: int):
+
+class InputNorm(nn.Module):
+    """The model's first layer: (x - mean) / std per channel, with mean and std buffers.
+
+    Being part of the model, it runs identically wherever the model runs (training,
+    evaluation, sweeps, inspection, probes) and its statistics are saved in every
+    checkpoint. `kind` "imagenet" holds ImageNet's constants; "task" starts at the
+    identity and gets the task's own per-channel statistics from `fit()` before training.
+    """
+
+    def __init__(self, channels: int, kind: str):
+        super().__init__()
+        if kind not in ("task", "imagenet"):
+            raise ValueError(f"unknown input normalisation {kind!r}")
+        self.kind = kind
+        mean, std = torch.zeros(channels), torch.ones(channels)
+        if kind == "imagenet":
+            m, s = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+            mean, std = (m, s) if channels == 3 else (m.mean().repeat(channels),
+                                                      s.mean().repeat(channels))
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> None:
+        """Set mean and std to the per-channel statistics of `images` (B, C, H, W); a
+        channel that is constant keeps std 1, so it is only centred."""
+        x = images.float().transpose(0, 1).reshape(images.shape[1], -1)
+        mean, std = x.mean(1), x.std(1, correction=0)
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        self.mean.copy_(mean.to(self.mean.device))
+        self.std.copy_(std.to(self.std.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the same, normalised per channel."""
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, channels={self.mean.numel()}"
+
+
+class ProbeModel(nn.Module):
+    """Base of every registry model: knows its smallest input, checks what it is given and
+    applies its input normalisation (`input_norm`: "none", "task" or "imagenet")."""
+
+    def __init__(self, in_channels: int, min_size: int, input_norm: str = "none"):
         super().__init__()
         self.in_channels = in_channels
         self.min_size = min_size
+        # Registered first, so it is the first layer in named_modules() and state dicts.
+        self.input_norm = None if input_norm == "none" else InputNorm(in_channels, input_norm)
+
+    @property
+    def input_norm_kind(self) -> str:
+        return "none" if self.input_norm is None else self.input_norm.kind
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the batch (see check_input) and return it normalised for the network."""
+        self.check_input(x)
+        return x if self.input_norm is None else self.input_norm(x)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError with a readable message for a wrongly shaped input batch."""

@@ -60,12 +60,13 @@ class PlainCNN(ProbeModel):
     """Conv-BN-ReLU blocks with switchable downsampling, a global pool and an MLP head."""
 
     def __init__(self, in_channels: int, depth: int = 4, width: int = 32, pool: str = "max",
-                 global_pool: str = "max", head_hidden: tuple[int, ...] = HEAD_HIDDEN):
+                 global_pool: str = "max", head_hidden: tuple[int, ...] = HEAD_HIDDEN,
+                 input_norm: str = "none"):
         if pool not in ("max", "avg", "stride", "none"):
             raise ValueError(f"unknown pool {pool!r}")
         if global_pool not in ("max", "avg"):
             raise ValueError(f"unknown global_pool {global_pool!r}")
-        super().__init__(in_channels, plaincnn_min_size(depth, pool))
+        super().__init__(in_channels, plaincnn_min_size(depth, pool), input_norm)
         self.pool = pool
         self.global_pool = global_pool
         layers: list[nn.Module] = []
@@ -85,8 +86,7 @@ class PlainCNN(ProbeModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict one number per image, shape (B,) float32."""
-        self.check_input(x)
-        h = self.blocks(x)
+        h = self.blocks(self.prepare_input(x))
         h = h.amax(dim=(2, 3)) if self.global_pool == "max" else h.mean(dim=(2, 3))
         return self.head(h)
 
@@ -94,7 +94,7 @@ class PlainCNN(ProbeModel):
 def build_plaincnn(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Registry builder: depth, width, pool and global_pool come from the model config."""
     return PlainCNN(in_channels, depth=cfg.depth, width=cfg.width, pool=cfg.pool,
-                    global_pool=cfg.global_pool)
+                    global_pool=cfg.global_pool, input_norm=cfg.input_norm)
 
 
 def plaincnn_floats_per_pixel(cfg: ModelConfig) -> float:

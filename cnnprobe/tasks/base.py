@@ -8,7 +8,6 @@ channel 2 is y/(H+1) varying along the height (the seed notebook's encoding).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -80,8 +79,17 @@ def new_images(batch: int, cfg: TaskConfig, device: torch.device,
     return images
 
 
-def diagonal(cfg: TaskConfig) -> float:
-    return math.hypot(cfg.height, cfg.width)
+def normalized_distance(dx: torch.Tensor, dy: torch.Tensor, cfg: TaskConfig) -> torch.Tensor:
+    """A pixel offset in normalized units: the coordinate channels' own, where one pixel is
+    1/(W+1) along x and 1/(H+1) along y. A model reading x/(W+1) and y/(H+1) then meets
+    the same function of its inputs at every resolution (with the diagonal instead, the
+    two scales disagree by O(1/W) and a "resolution-free" model is not)."""
+    return torch.hypot(dx / (cfg.width + 1), dy / (cfg.height + 1))
+
+
+def normalized_area(area: torch.Tensor, cfg: TaskConfig) -> torch.Tensor:
+    """An area in pixels in the same units: divided by (W+1)(H+1)."""
+    return area / ((cfg.width + 1) * (cfg.height + 1))
 
 
 @dataclass(frozen=True)

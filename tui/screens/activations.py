@@ -29,6 +29,7 @@ from cnnprobe.cli.tables import num
 from cnnprobe.config import ConfigError
 from cnnprobe.export import ExportError
 from cnnprobe.heatmap import CMAPS, layer_header, truecolor_available
+from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.store import RunStore, StoreError
 from tui.widgets.activation_view import ActivationView, ViewSettings
 from tui.widgets.probe_table import ProbePanel
@@ -178,7 +179,7 @@ class ActivationsScreen(ModalScreen[None]):
     CSS_PATH = "../activations.tcss"
 
     def __init__(self, store: RunStore, run_id: str, *, sample: int | None = 0, seed: int = 0,
-                 which: str = "best", device: str = "auto", n_train: int = 512,
+                 which: str = DEFAULT_WEIGHTS, device: str = "auto", n_train: int = 512,
                  n_test: int = 256, export_dir: str | Path | None = None,
                  truecolor: bool | None = None, channels: int = 32) -> None:
         super().__init__()
