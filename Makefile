@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench learnability learnability-bench
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -25,3 +25,11 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_engine.py
+
+# Slow: every built-in model must beat the mean guess (tests/test_learnability.py).
+learnability: $(VENV)/.installed
+	$(BIN)/pytest -q -m slow tests/test_learnability.py
+
+# The figures behind docs/benchmarks.md's learnability table (3 seeds, resumable).
+learnability-bench: $(VENV)/.installed
+	$(BIN)/python bench/learnability.py

@@ -55,6 +55,15 @@ def describe(info: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def describe_short(info: dict[str, Any] | None) -> str:
+    """A few words for a narrow pane, e.g. 'last @ 600 · BN recalibrated · norm task'."""
+    if not info:
+        return "weights not recorded"
+    bn = {"recalibrated": "BN recalibrated", "running": "BN running stats",
+          "none": "no BN"}.get(info.get("batchnorm"), "BN ?")
+    return f"{info.get('weights')} @ {info.get('step')} · {bn} · norm {info.get('input_norm')}"
+
+
 def best_of(val_history: list[dict[str, float]]) -> dict[str, float] | None:
     """The validation row with the lowest MAE (the one `best` weights were saved at)."""
     rows = [r for r in val_history if r.get("mae") is not None]

@@ -410,3 +410,33 @@ def tiny_view():
 def test_store_flag_parses():
     args = build_parser().parse_args(["--store", "/tmp/x", "--theme", "light"])
     assert (args.store, args.theme, args.preset) == ("/tmp/x", "light", "quick")
+
+
+async def test_a_batchnorm_run_says_how_its_numbers_were_made(store_dir):
+    """plaincnn: the form offers the input normalisation and precise BN; the log and the
+    Predictions tab name the weights, the recalibrated BatchNorm and the normalisation."""
+    cfg = RunConfig(task=TaskConfig(name="distance", height=16, width=16),
+                    model=ModelConfig(name="plaincnn", depth=2, width=4),
+                    train=TrainConfig(batch_size=16, steps=6, eval_every=3, val_size=32,
+                                      lr=1e-3, device="cpu", bn_samples=64))
+    app = CnnprobeApp(store_dir, config=cfg, watch_store=False)
+    async with app.run_test(size=WIDE) as pilot:
+        assert app.query_one("#f-model-input_norm", Field).display
+        assert app.query_one("#f-train-precise_bn", Field).display
+        assert app.query_one("#f-task-allow_coincident", Field).display  # a distance task
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        (rec,) = records(store_dir)
+        assert rec.config.model.input_norm == "task"
+        assert rec.measured["batchnorm"] == "recalibrated" and rec.measured["bn_samples"] == 64
+        log = app.log_pane.text()
+        assert "last weights (step 6) · BatchNorm recalibrated on 64 training samples" in log
+        assert "input standardised with the task's statistics" in log
+        from tui.widgets.plots import describe_table
+
+        caption = describe_table(app.views[rec.id]).caption
+        assert caption == "last @ 6 · BN recalibrated · norm task"
+    app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
+    async with app.run_test(size=WIDE):
+        # seednet reads raw coordinates: no normalisation to choose
+        assert not app.query_one("#f-model-input_norm", Field).display

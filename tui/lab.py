@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.device import memory_line, resolve_device
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from cnnprobe.measurement import describe
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
 from tui.run_view import RunView
@@ -199,6 +200,7 @@ class LabActions:
         view = job.view
         view.run_id, view.status, view.reason = message.run_id, result.status, result.reason
         view.metrics = dict(result.final_metrics)
+        view.measured = dict(result.measured)
         if result.evaluation is not None:
             view.predictions = result.evaluation.predictions
             view.labels = result.evaluation.labels
@@ -207,8 +209,8 @@ class LabActions:
         done = f"{job.title} ({message.run_id[:8]})"
         if result.status == "finished":
             self.log_pane.event(f"finished {done}: {result.steps_done} steps in "
-                                f"{result.wall_time_s:.1f}s; {metrics_line(view.metrics)}",
-                                "good")
+                                f"{result.wall_time_s:.1f}s; {metrics_line(view.metrics)} "
+                                f"({describe(view.measured)})", "good")
             self.notify(f"{done} finished: {metrics_line(view.metrics)}", timeout=4)
         elif result.status == "cancelled":
             metrics = metrics_line(view.metrics) or "no metrics yet"

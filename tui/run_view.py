@@ -29,6 +29,7 @@ class RunView:
     labels: np.ndarray | None = None
     sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> Sweep.table
     metrics: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)  # how `metrics` were made
     version: int = 0  # bumped on every change, so plots redraw only what changed
 
     @property
@@ -48,7 +49,7 @@ class RunView:
     def from_store(cls, store: RunStore, record: RunRecord) -> RunView:
         """Everything the plots need of a stored run (called in a worker thread)."""
         view = cls(record.id, record.config, record.status, record.reason,
-                   metrics=dict(record.metrics))
+                   metrics=dict(record.metrics), measured=dict(record.measured))
         view.train_history = list(store.train_history(record.id))
         view.val_history = list(store.val_history(record.id))
         pl = store.predictions(record.id)

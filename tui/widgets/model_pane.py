@@ -8,7 +8,16 @@ from textual.app import ComposeResult
 from textual.message import Message
 from textual.widgets import Checkbox, Select, Static
 
-from cnnprobe.config import GLOBAL_POOLS, LOSSES, OPTIMIZERS, POOLS, PRESETS, ConfigError, RunConfig
+from cnnprobe.config import (
+    GLOBAL_POOLS,
+    INPUT_NORMS,
+    LOSSES,
+    OPTIMIZERS,
+    POOLS,
+    PRESETS,
+    ConfigError,
+    RunConfig,
+)
 from cnnprobe.models import MODELS
 from tui.widgets.field import Field, choice, text_input
 from tui.widgets.form_pane import FormPane
@@ -67,6 +76,9 @@ class ModelPane(FormPane):
                     "choice")
         yield Field("model.depth", "depth", text_input(m.depth), "int")
         yield Field("model.width", "channels", text_input(m.width), "int")
+        yield Field("model.input_norm", "input norm", choice(INPUT_NORMS, m.input_norm),
+                    "choice", help="auto: task standardisation for conv nets, imagenet with "
+                    "loaded weights, none for seednet/coordmlp")
         yield Field("train.loss", "loss", choice(LOSSES, tr.loss), "choice")
         yield Field("train.optimizer", "optimizer", choice(OPTIMIZERS, tr.optimizer), "choice")
         yield Field("train.lr", "learning rate", text_input(tr.lr), "float")
@@ -86,6 +98,11 @@ class ModelPane(FormPane):
             devices.append(tr.device)
         yield Field("train.device", "device", choice(devices, tr.device), "choice")
         yield Field("train.amp", "bf16 autocast", Checkbox("on CUDA", tr.amp), "bool")
+        yield Field("train.precise_bn", "precise BN", Checkbox("recalibrate", tr.precise_bn),
+                    "bool", help="recompute BatchNorm statistics at the weights before each "
+                    "evaluation")
+        yield Field("train.bn_samples", "BN samples", text_input(tr.bn_samples), "int",
+                    help="training samples the BatchNorm recalibration uses")
 
     def on_mount(self) -> None:
         self.update_visibility()
@@ -135,6 +152,8 @@ class ModelPane(FormPane):
             "model.global_pool": name in ("plaincnn", "coordconv"),
             "model.depth": name in ("plaincnn", "coordconv"),
             "model.width": name in ("plaincnn", "coordconv"),
+            "model.input_norm": not (spec and spec.needs_coord_channels),
+            "train.bn_samples": self._value("train.precise_bn") is not False,
             "train.epochs": self._value("train.steps") is None,
             "train.samples_per_epoch": self._value("train.steps") is None,
         }

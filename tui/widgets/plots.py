@@ -19,6 +19,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from cnnprobe.evaluate import error_by_label
+from cnnprobe.measurement import describe_short
 from tui.run_view import RunView, validation_curve
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
@@ -217,7 +218,8 @@ def describe_table(view: RunView | None) -> Table | str:
     if view is None or view.predictions is None or view.labels is None:
         return "no predictions yet"
     df = pd.DataFrame({"pred": view.predictions, "label": view.labels}).describe()
-    table = Table("", "pred", "label", box=None, padding=(0, 1), title="describe()")
+    table = Table("", "pred", "label", box=None, padding=(0, 1), title="describe()",
+                  caption=describe_short(view.measured) if view.measured else None)
     for stat, row in df.iterrows():
         table.add_row(str(stat), f"{row['pred']:.4g}", f"{row['label']:.4g}")
     return table

@@ -39,7 +39,9 @@ class TaskPane(FormPane):
                     t.coord_channels), "bool",
                     help="add the x/(W+1) and y/(H+1) coordinate channels")
         yield Field("task.units", "units", choice(UNITS, t.units), "choice",
-                    help="pixels, or normalized by the diagonal (area: by H*W)")
+                    help="pixels, or normalized: one pixel = 1/(W+1) along x, 1/(H+1) along y")
+        yield Field("task.allow_coincident", "A == B", Checkbox("allowed", t.allow_coincident),
+                    "bool", help="distance: let the two points fall on one pixel (notebook)")
         yield Field("task.distractors", "distractors", text_input(t.distractors), "int",
                     help="extra objects of another kind during training (0-64)")
         yield Field("task.eval_distractors", "eval distr.",
@@ -95,6 +97,7 @@ class TaskPane(FormPane):
             "task.count_max": self.task_name == "count",
             "task.object_min": shapes,
             "task.object_max": shapes,
+            "task.allow_coincident": self.task_name == "distance",
         }
         for key, visible in shown.items():
             f = self.field(key)
