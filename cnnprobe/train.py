@@ -29,6 +29,7 @@ from cnnprobe.tasks import make_generator, make_task, stream_seed
 
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
 NORM_SAMPLES = 1024  # training-distribution images the task input normalisation is fitted on
+NORM_FLOATS = 2**26  # at most this many values (256 MiB) drawn at once for that fit
 
 
 class CancelFlag(Protocol):
@@ -82,11 +83,18 @@ def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.opti
 
 def fit_input_norm(model: nn.Module, task: Any, seed: int, device: torch.device) -> None:
     """Fit a `task` input normalisation to NORM_SAMPLES images of the training distribution
-    (its own stream of the run's seed); other normalisations are fixed constants."""
+    (its own stream of the run's seed); other normalisations are fixed constants.
+
+    The images are drawn in one batch up to NORM_FLOATS values (every size to 128 px),
+    in equal chunks above that, so the statistics depend on the task alone.
+    """
     norm = getattr(model, "input_norm", None)
     if isinstance(norm, InputNorm) and norm.kind == "task":
         g = make_generator(seed, device, "input-norm")
-        norm.fit(task.sample(NORM_SAMPLES, g).images)
+        per_image = task.in_channels * task.cfg.height * task.cfg.width
+        chunk = max(1, min(NORM_SAMPLES, NORM_FLOATS // per_image))
+        sizes = [min(chunk, NORM_SAMPLES - i) for i in range(0, NORM_SAMPLES, chunk)]
+        norm.fit(task.sample(n, g).images for n in sizes)
 
 
 def _uses_spatial_convs(model: nn.Module) -> bool:
@@ -114,8 +122,6 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     elif init_model_state is not None:
         model.load_state_dict(init_model_state)  # a fine-tune keeps its parent's input norm
     model.to(device)
-    if resume is None and init_model_state is None:
-        fit_input_norm(model, task, tr.seed, device)
     channels_last = device.type == "cuda" and _uses_spatial_convs(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -155,6 +161,8 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     batches = task.stream(tr.batch_size, generator)
     model.train()
     try:
+        if resume is None and init_model_state is None:  # inside: a failure fails the run
+            fit_input_norm(model, task, tr.seed, device)
         while step < total:
             if cancel is not None and cancel.is_set():
                 result.status = "cancelled"

@@ -169,7 +169,7 @@ def test_input_norm_fit_and_imagenet_constants():
     images = torch.zeros(8, 3, 4, 4)
     images[:, 0, 0, 0] = 2.0  # channel 0 varies, channel 1 is constant 0.5, channel 2 zero
     images[:, 1] = 0.5
-    norm.fit(images)
+    norm.fit([images[:3], images[3:]])  # in chunks: the same as all at once
     assert norm.mean.tolist() == pytest.approx([2 / 16, 0.5, 0.0])
     assert norm.std[0].item() == pytest.approx(np.std([2.0] + [0.0] * 15))
     assert norm.std[1:].tolist() == [1.0, 1.0]  # constant channels are only centred
@@ -297,3 +297,36 @@ def test_cli_train_prints_how_its_metrics_were_made(tmp_path, capsys):
     assert data["measured"] == {"weights": "last", "step": 4, "batchnorm": "recalibrated",
                                 "bn_samples": 64, "input_norm": "task"}
     assert data["config"]["model"]["input_norm"] == "task"
+
+
+def test_large_images_fit_the_input_norm_in_chunks(monkeypatch):
+    """Above NORM_FLOATS values the fit draws equal chunks, never all images at once."""
+    from cnnprobe import train as train_mod
+
+    cfg = validate(bn_config())
+    model = build_model(cfg.model, 3)
+    drawn = []
+    task = make_task(cfg.task)
+    original = task.sample
+
+    def spy(n, g, **kw):
+        drawn.append(n)
+        return original(n, g, **kw)
+
+    monkeypatch.setattr(task, "sample", spy)
+    train_mod.fit_input_norm(model, task, 0, torch.device("cpu"))
+    assert drawn == [1024]  # 16 px: one draw
+    drawn.clear()
+    monkeypatch.setattr(train_mod, "NORM_FLOATS", 3 * 16 * 16 * 300)
+    train_mod.fit_input_norm(model, task, 0, torch.device("cpu"))
+    assert drawn == [300, 300, 300, 124]
+    assert model.input_norm.std[0].item() == pytest.approx(np.sqrt(2 / 256), rel=1e-4)
+
+
+def test_train_help_says_what_model_width_is():
+    from cnnprobe.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = " ".join(sub.format_help().split())
+    assert "--model-width N plaincnn, coordconv: channels of the first conv block" in text
+    assert "--width N image width in pixels" in text

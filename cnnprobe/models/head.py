@@ -10,7 +10,7 @@ would swamp the sub-pixel errors this lab is trying to measure.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -84,14 +84,24 @@ class InputNorm(nn.Module):
         self.register_buffer("std", std)
 
     @torch.no_grad()
-    def fit(self, images: torch.Tensor) -> None:
-        """Set mean and std to the per-channel statistics of `images` (B, C, H, W); a
-        channel that is constant keeps std 1, so it is only centred."""
-        x = images.float().transpose(0, 1).reshape(images.shape[1], -1)
-        mean, std = x.mean(1), x.std(1, correction=0)
+    def fit(self, batches: Iterable[torch.Tensor]) -> None:
+        """Set mean and std to the per-channel statistics of all images in `batches` (each
+        (B, C, H, W); chunks keep memory at one batch); a channel that is constant keeps
+        std 1, so it is only centred."""
+        total = squares = None
+        count = 0
+        for images in batches:
+            x = images.double().transpose(0, 1).reshape(images.shape[1], -1)
+            s, q = x.sum(1), (x * x).sum(1)
+            total, squares = (s, q) if total is None else (total + s, squares + q)
+            count += x.shape[1]
+        if total is None:
+            raise ValueError("InputNorm.fit needs at least one batch")
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0).sqrt()
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
-        self.mean.copy_(mean.to(self.mean.device))
-        self.std.copy_(std.to(self.std.device))
+        self.mean.copy_(mean.to(self.mean))
+        self.std.copy_(std.to(self.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> the same, normalised per channel."""
