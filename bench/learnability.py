@@ -75,11 +75,11 @@ def run_trial(model: str, task: str, seed: int, size: int = SIZE,
     """Train one trial and return its metrics beside the mean guess."""
     import torch
 
-    from cnnprobe.config import validate
+    from cnnprobe.models import validate_run
     from cnnprobe.train import train
 
     torch.set_num_threads(1)
-    cfg = validate(trial_config(model, task, seed, size=size, steps=steps))
+    cfg = validate_run(trial_config(model, task, seed, size=size, steps=steps))
     start = time.perf_counter()
     result = train(cfg)
     wall = time.perf_counter() - start

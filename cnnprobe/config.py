@@ -1,6 +1,7 @@
 """Run configuration: task, model and training settings as dataclasses, validated.
 
-Every user-facing value goes through `validate()`, which raises `ConfigError`
+Every user-facing value goes through `validate()` (and, with the model registry's checks,
+`cnnprobe.models.validate_run`), which raises `ConfigError`
 naming the field, the value and what is allowed, so the CLI and the TUI can show
 one clear line instead of a traceback deep inside torch.
 """
@@ -258,17 +259,15 @@ def validate_model(m: ModelConfig) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check every field of a run config, including model/task fit; returns the config with
-    `auto` settings resolved (model.input_norm), which is what a run records."""
+    """Check every field of a run config on its own terms; returns cfg.
+
+    Whether the model fits the task and the machine, and what `auto` settings become, is
+    for the models to say: `cnnprobe.models.validate_run` does both, and is what the
+    trainer and the run service call.
+    """
     validate_task(cfg.task)
     validate_model(cfg.model)
     validate_train(cfg.train)
-    from cnnprobe.models import check_model_fits, resolve_input_norm  # models import config
-
-    check_model_fits(cfg.model, cfg.task, cfg.train.batch_size)
-    norm = resolve_input_norm(cfg.model)
-    if norm != cfg.model.input_norm:
-        cfg = replace(cfg, model=replace(cfg.model, input_norm=norm))
     return cfg
 
 

@@ -1,15 +1,56 @@
-"""Typed events the trainer sends to its callbacks. The trainer knows nothing of who listens."""
+"""Typed events the trainer sends to its callbacks, and what a run starts from and ends
+with (ResumeState, RunResult). The trainer knows nothing of who listens."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cnnprobe.config import RunConfig
+
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from cnnprobe.train import RunResult
+    from cnnprobe.evaluate import Evaluation
+
+
+@dataclass
+class ResumeState:
+    """Where an earlier run stopped: enough to continue it exactly."""
+
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    generator_state: torch.Tensor
+    step: int
+    samples_seen: int
+    best_val_mae: float = math.inf
+
+
+@dataclass
+class RunResult:
+    """What a run produced, whether it finished, failed or was cancelled."""
+
+    config: RunConfig
+    status: str  # "finished", "failed" or "cancelled"
+    reason: str
+    steps_done: int
+    samples_seen: int
+    wall_time_s: float
+    device: str
+    device_name: str
+    model: nn.Module = field(repr=False)
+    optimizer: torch.optim.Optimizer = field(repr=False)
+    generator: torch.Generator = field(repr=False)
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: Evaluation | None = field(default=None, repr=False)
+    best_val_mae: float = math.inf
+    # How final_metrics were made: weights, BatchNorm statistics, input normalisation.
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

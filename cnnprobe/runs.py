@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cnnprobe.config import ConfigError, RunConfig, TaskConfig, validate
+from cnnprobe.config import ConfigError, RunConfig, TaskConfig
 from cnnprobe.device import resolve_device
 from cnnprobe.evaluate import (
     DEFAULT_RESOLUTIONS,
@@ -30,7 +30,7 @@ from cnnprobe.history import SWEEP_KINDS
 from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
 from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
-from cnnprobe.models import build_model
+from cnnprobe.models import build_model, validate_run
 from cnnprobe.store import Checkpoint, RunStore, StoreError
 from cnnprobe.tasks import Batch
 from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
@@ -92,7 +92,7 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     A config error raises ConfigError before anything is recorded; `on_created` hears the
     new run's id before training starts.
     """
-    cfg = validate(config)
+    cfg = validate_run(config)
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
     if on_created is not None:
@@ -195,7 +195,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     cfg = ckpt.config
     cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
                                      device=device or cfg.train.device))
-    validate(_from_checkpoint(cfg))
+    validate_run(_from_checkpoint(cfg))
     was, now = torch.device(record.device or "cpu").type, resolve_device(cfg.train.device).type
     if was != now:
         raise StoreError(f"run {record.short_id} trained on {was}; its data stream cannot move "

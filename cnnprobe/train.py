@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from cnnprobe.config import RunConfig, validate
+from cnnprobe.config import RunConfig
 from cnnprobe.device import device_name, resolve_device
 from cnnprobe.evaluate import Evaluation, autocast_for, evaluation_state, predict
 from cnnprobe.events import (
@@ -20,11 +19,13 @@ from cnnprobe.events import (
     EvaluationEvent,
     Failed,
     Finished,
+    ResumeState,
+    RunResult,
     RunStarted,
     StepEvent,
     TrainState,
 )
-from cnnprobe.models import InputNorm, build_model, count_parameters
+from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
 from cnnprobe.tasks import make_generator, make_task, stream_seed
 
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
@@ -34,42 +35,6 @@ NORM_FLOATS = 2**26  # at most this many values (256 MiB) drawn at once for that
 
 class CancelFlag(Protocol):
     def is_set(self) -> bool: ...
-
-
-@dataclass
-class ResumeState:
-    """Where an earlier run stopped: enough to continue it exactly."""
-
-    model_state: dict[str, Any]
-    optimizer_state: dict[str, Any]
-    generator_state: torch.Tensor
-    step: int
-    samples_seen: int
-    best_val_mae: float = math.inf
-
-
-@dataclass
-class RunResult:
-    """What a run produced, whether it finished, failed or was cancelled."""
-
-    config: RunConfig
-    status: str  # "finished", "failed" or "cancelled"
-    reason: str
-    steps_done: int
-    samples_seen: int
-    wall_time_s: float
-    device: str
-    device_name: str
-    model: nn.Module = field(repr=False)
-    optimizer: torch.optim.Optimizer = field(repr=False)
-    generator: torch.Generator = field(repr=False)
-    train_history: list[dict[str, float]] = field(default_factory=list)
-    val_history: list[dict[str, float]] = field(default_factory=list)
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    evaluation: Evaluation | None = field(default=None, repr=False)
-    best_val_mae: float = math.inf
-    # How final_metrics were made: weights, BatchNorm statistics, input normalisation.
-    measured: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(cfg: RunConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -109,7 +74,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     `resume` continues a stopped run (model, optimizer, data stream, step count);
     `init_model_state` starts a new run from other weights (a fine-tune).
     """
-    cfg = validate(config)
+    cfg = validate_run(config)
     callbacks = list(callbacks)
     tr = cfg.train
     device = resolve_device(tr.device)

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from cnnprobe import schema
-from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig, validate
+from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
 from cnnprobe.evaluate import batchnorms, calibration_batches, evaluation_state, predict
 from cnnprobe.inspect import capture
 from cnnprobe.measurement import DEFAULT_WEIGHTS, best_of, describe
 from cnnprobe.models import InputNorm, build_model, resolve_input_norm
+from cnnprobe.models import validate_run as validate
 from cnnprobe.runs import evaluate_run, inspect_run, load_model, sweep_run, train_run
 from cnnprobe.store import RunStore
 from cnnprobe.tasks import make_generator, make_task

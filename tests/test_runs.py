@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cnnprobe.config import ConfigError, validate
+from cnnprobe.config import ConfigError
 from cnnprobe.events import StepEvent
+from cnnprobe.models import validate_run
 from cnnprobe.runs import evaluate_run, finetune_run, load_model, resume_run, sweep_run, train_run
 from cnnprobe.store import RunStore, StoreError
 from cnnprobe.train import train
@@ -49,7 +50,7 @@ def test_a_trained_run_is_recorded_completely(store, trained, tiny):
     assert store.load_checkpoint(run_id, "best").step == best_step
     last = store.load_checkpoint(run_id, "last")
     # The config as recorded: `auto` settings resolved to what ran (seednet: no input norm).
-    assert (last.step, last.samples_seen, last.config) == (20, 640, validate(tiny))
+    assert (last.step, last.samples_seen, last.config) == (20, 640, validate_run(tiny))
     assert last.config.model.input_norm == "none" and rec.config == last.config
     assert rec.measured == {"weights": "last", "step": 20, "batchnorm": "none",
                             "bn_samples": 0, "input_norm": "none"}

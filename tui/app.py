@@ -22,7 +22,8 @@ from textual.geometry import Size
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static, Tab, Tabs
 
-from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset, validate
+from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset
+from cnnprobe.models import validate_run
 from tui.jobs import TrainJob
 from tui.lab import REFRESH_S, LabActions, device_key
 from tui.messages import ModelTableReady
@@ -284,7 +285,7 @@ class CnnprobeApp(LabActions, App[None]):
         if errors:
             return None, {e.field: str(e) for e in errors}
         try:
-            cfg = validate(RunConfig.from_dict(data))
+            cfg = validate_run(RunConfig.from_dict(data))
             device_key(cfg.train.device)
         except ConfigError as exc:
             return None, {key: str(exc) for key in form_keys(exc.field)}

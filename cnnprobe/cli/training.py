@@ -22,7 +22,6 @@ from rich.progress import (
 
 from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args
 from cnnprobe.cli.tables import metrics_table, print_json
-from cnnprobe.config import validate
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import best_of, describe
 from cnnprobe.store import RunStore
@@ -110,9 +109,10 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
 
 
 def cmd_train(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.models import validate_run
     from cnnprobe.runs import train_run
 
-    cfg = validate(config_from_args(args))  # a bad value stops here, before any bar
+    cfg = validate_run(config_from_args(args))  # a bad value stops here, before any bar
     return train_with_progress(
         args, console, store, f"{cfg.task.name}/{cfg.model.name}",
         lambda cbs, cancel, created: train_run(store, cfg, cbs, cancel, name=args.name,

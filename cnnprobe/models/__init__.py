@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from cnnprobe.config import ConfigError, ModelConfig, TaskConfig
+from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, validate
 from cnnprobe.models.backbones import (
     BACKBONE_BATCH1_MIN_SIZE,
     BACKBONE_MIN_SIZE,
@@ -37,7 +37,8 @@ from cnnprobe.models.plaincnn import (
 from cnnprobe.models.seednet import SEEDNET_FLOATS_PER_PIXEL, build_coordmlp, build_seednet
 
 __all__ = ["MODELS", "InputNorm", "ModelSpec", "RegressionHead", "WeightsError", "build_model",
-           "check_model_fits", "count_parameters", "model_table", "resolve_input_norm"]
+           "check_model_fits", "count_parameters", "model_table", "resolve_input_norm",
+           "validate_run"]
 
 # Refuse a batch whose estimated training memory is above this share of what is available:
 # the estimate is rough, and the rest of the process (data, optimizer state) needs room too.
@@ -211,6 +212,18 @@ def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None 
                           f"needs about {est / gib:.1f} GiB, over {MEMORY_FRACTION:.0%} of the "
                           f"{avail / gib:.1f} GiB {what}; lower the batch size or the "
                           "resolution")
+
+
+def validate_run(cfg: RunConfig) -> RunConfig:
+    """Check every field (config.validate), that the model fits the task and the memory at
+    the batch size, and resolve `auto` settings (model.input_norm): the config a run
+    records. Raises ConfigError naming the field."""
+    validate(cfg)
+    check_model_fits(cfg.model, cfg.task, cfg.train.batch_size)
+    norm = resolve_input_norm(cfg.model)
+    if norm != cfg.model.input_norm:
+        cfg = replace(cfg, model=replace(cfg.model, input_norm=norm))
+    return cfg
 
 
 def count_parameters(module: nn.Module) -> int:

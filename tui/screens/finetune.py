@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cnnprobe.config import ConfigError, validate
+from cnnprobe.config import ConfigError
+from cnnprobe.models import validate_run
 from tui.screens.form_dialog import FormDialog
 from tui.widgets.field import Field, text_input
 
@@ -50,7 +51,7 @@ class FinetuneScreen(FormDialog):
                         train=replace(cfg.train, steps=values["steps"],
                                       lr=cfg.train.lr if lr is None else lr))
         try:
-            validate(trial)
+            validate_run(trial)
         except ConfigError as exc:
             raise ConfigError(FIELD_OF.get(exc.field, exc.field), exc.value, exc.allowed) from None
         return {**values, "lr": lr}
