@@ -22,6 +22,7 @@ POOLS = ("max", "avg", "stride", "none")
 GLOBAL_POOLS = ("max", "avg")
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_NORMS = ("auto", "none", "task", "imagenet")
+REGIONS = ("train", "heldout")  # where evaluation objects go: as in training, or held out
 
 # Settings added after runs were already stored, and what those older runs did: a stored
 # config without the key is read with this value, so it still describes what ran.
@@ -165,6 +166,13 @@ def _check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def require_int(field_name: str, value: Any, least: int) -> int:
+    """ConfigError naming the field unless `value` is an integer of at least `least`."""
+    _check(_is_int(value) and value >= least, field_name, value,
+           f"an integer of at least {least}")
+    return value
 
 
 def validate_task(t: TaskConfig) -> None:

@@ -83,6 +83,11 @@ class StepEvent:
     samples_seen: int
     elapsed_s: float
 
+    def row(self, elapsed_offset: float = 0.0) -> dict[str, float]:
+        """The training-history row of this step, as the store and RunResult keep it."""
+        return {"step": self.step, "loss": self.loss, "samples_per_s": self.samples_per_s,
+                "elapsed_s": elapsed_offset + self.elapsed_s}
+
 
 @dataclass(frozen=True)
 class EvaluationEvent:

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cnnprobe.config import ConfigError, TaskConfig
+from cnnprobe.config import TaskConfig, require_int
 from cnnprobe.evaluate import compute_metrics
 from cnnprobe.inspect import (
     INPUT,
@@ -165,8 +165,7 @@ def probe_layers(model: nn.Module, task_cfg: TaskConfig, n_train: int = 512,
     """
     for name, value, least in (("n_train", n_train, 8), ("n_test", n_test, 2),
                                ("batch_size", batch_size, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ConfigError(name, value, f"an integer of at least {least}")
+        require_int(name, value, least)
     device = torch.device(device)
     check_size(model, task_cfg.height, task_cfg.width)
     example = make_task(task_cfg).sample(1, make_generator(seed, device, "probe-layers")).images

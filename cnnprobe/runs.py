@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cnnprobe.config import ConfigError, RunConfig, TaskConfig
+from cnnprobe.config import REGIONS, ConfigError, RunConfig, TaskConfig, require_int
 from cnnprobe.device import resolve_device
+from cnnprobe.errors import first_line
 from cnnprobe.evaluate import (
     DEFAULT_RESOLUTIONS,
     Evaluation,
@@ -26,16 +27,14 @@ from cnnprobe.evaluate import (
     resolution_sweep,
 )
 from cnnprobe.events import Callback
-from cnnprobe.history import SWEEP_KINDS
 from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
 from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.models import build_model, validate_run
-from cnnprobe.store import Checkpoint, RunStore, StoreError
+from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
+from cnnprobe.store.recorder import RunRecorder
 from cnnprobe.tasks import Batch
 from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
-
-REGIONS = ("train", "heldout")
 
 
 def _from_checkpoint(cfg: RunConfig) -> RunConfig:
@@ -54,8 +53,8 @@ def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
         model = build_model(_from_checkpoint(ckpt.config).model, ckpt.config.task.in_channels)
         model.load_state_dict(ckpt.model_state)
     except (ConfigError, RuntimeError, KeyError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise StoreError(f"checkpoint {ckpt.path} no longer builds a model ({first[:200]}); "
+        raise StoreError(f"checkpoint {ckpt.path} no longer builds a model "
+                         f"({first_line(exc, 200)}); "
                          "this cnnprobe's models differ from the one that trained it") from exc
     return model.to(device).eval(), ckpt
 
@@ -74,7 +73,7 @@ def _train_recorded(store: RunStore, run_id: str, config: RunConfig, callbacks: 
         raise
     except BaseException as exc:  # Ctrl-C twice, or the store itself failing
         reason = ("stopped by Ctrl-C" if isinstance(exc, KeyboardInterrupt)
-                  else f"{type(exc).__name__}: {exc}".splitlines()[0])
+                  else first_line(exc))
         try:
             store.set_status(run_id, "interrupted", reason)
         except StoreError:
@@ -98,14 +97,9 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     if on_created is not None:
         on_created(run_id)
     # The recorder first: when another listener hears Finished, the store already says so.
-    listeners = [store.recorder(run_id, config=cfg), *callbacks]
+    listeners = [RunRecorder(store, run_id, config=cfg), *callbacks]
     return run_id, _train_recorded(store, run_id, cfg, listeners, cancel, new_run=True,
                                    init_model_state=init_model_state)
-
-
-def _check_n(n: int) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError("n", n, "an integer of at least 1")
 
 
 def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
@@ -119,7 +113,7 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     validation. With `save`, the metrics are kept with the run (`store.evaluations`).
     `precise_bn` None: as the run's config says (see evaluate.evaluation_state).
     """
-    _check_n(n)
+    require_int("n", n, 1)
     if region not in REGIONS:
         raise ConfigError("region", region, f"one of {', '.join(REGIONS)}")
     dev = resolve_device(device)
@@ -158,7 +152,7 @@ def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
     """
     if kind not in SWEEP_KINDS:
         raise ConfigError("kind", kind, f"one of {', '.join(SWEEP_KINDS)}")
-    _check_n(n)
+    require_int("n", n, 1)
     dev = resolve_device(device)
     model, ckpt = load_model(store, run_id, which, dev)
     cfg = ckpt.config
@@ -188,8 +182,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     The same record goes on: its history continues from the checkpoint's step, and
     `RunRecord.resumed_at` notes where each continuation began.
     """
-    if not isinstance(extra_steps, int) or isinstance(extra_steps, bool) or extra_steps < 1:
-        raise ConfigError("steps", extra_steps, "an integer of at least 1")
+    require_int("steps", extra_steps, 1)
     record = store.get(run_id)
     _, ckpt = load_model(store, run_id, "last")  # refuses a checkpoint that no longer builds
     cfg = ckpt.config
@@ -203,7 +196,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     store.begin_segment(run_id, cfg, step=ckpt.step, samples_seen=ckpt.samples_seen)
     state = ResumeState(ckpt.model_state, ckpt.optimizer_state, ckpt.generator_state,
                         ckpt.step, ckpt.samples_seen, ckpt.best_val_mae)
-    listeners = [store.recorder(run_id, config=cfg), *callbacks]
+    listeners = [RunRecorder(store, run_id, config=cfg), *callbacks]
     return run_id, _train_recorded(store, run_id, _from_checkpoint(cfg), listeners, cancel,
                                    new_run=False, resume=state)
 
@@ -284,9 +277,8 @@ def inspect_run(store: RunStore, run_id: str, *, sample: int | None = None, seed
     cannot take, a bad index) comes before anything is stored.
     """
     if probes:
-        for name, value, least in (("n_train", n_train, 8), ("n_test", n_test, 2)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise ConfigError(name, value, f"an integer of at least {least}")
+        require_int("n_train", n_train, 8)
+        require_int("n_test", n_test, 2)
     rec = store.get(run_id)
     dev = resolve_device(device)
     model, ckpt = load_model(store, run_id, which, dev)

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnprobe.config import RunConfig
 from cnnprobe.device import device_name, resolve_device
+from cnnprobe.errors import first_line
 from cnnprobe.evaluate import Evaluation, autocast_for, evaluation_state, predict
 from cnnprobe.events import (
     Callback,
@@ -159,10 +160,9 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
                 mark_t, mark_samples = now, samples_seen
                 loss_sum.zero_()
                 loss_count = 0
-                row = {"step": step, "loss": mean_loss, "samples_per_s": rate,
-                       "elapsed_s": now - start}
-                result.train_history.append(row)
-                emit(StepEvent(step, total, mean_loss, rate, samples_seen, now - start))
+                event = StepEvent(step, total, mean_loss, rate, samples_seen, now - start)
+                result.train_history.append(event.row())
+                emit(event)
 
             if step % tr.eval_interval == 0 or step == total:
                 last_eval = evaluate()
@@ -205,5 +205,4 @@ def _reason(exc: BaseException) -> str:
         return "CUDA out of memory: lower train.batch_size or the resolution"
     if isinstance(exc, FloatingPointError):
         return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return first_line(exc)

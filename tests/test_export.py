@@ -7,7 +7,8 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from cnnprobe.export import ExportError, comparison, export_comparison, export_run, run_summary
+from cnnprobe.report.export import ExportError, comparison, export_comparison, export_run
+from cnnprobe.report.summary import run_summary
 from cnnprobe.runs import evaluate_run, finetune_run, sweep_run, train_run
 from cnnprobe.store import RunStore
 

@@ -4,7 +4,8 @@ from rich.console import Console
 from rich.style import Style
 
 from cnnprobe.config import ConfigError
-from cnnprobe.heatmap import (
+from cnnprobe.inspect import Activation
+from cnnprobe.report.heatmap import (
     NAN_RGB,
     apply_cmap,
     layer_header,
@@ -14,7 +15,6 @@ from cnnprobe.heatmap import (
     render_vector,
     truecolor_available,
 )
-from cnnprobe.inspect import Activation
 
 
 def grey(v: float) -> tuple[int, int, int]:

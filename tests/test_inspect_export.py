@@ -5,10 +5,10 @@ import torch
 from PIL import Image
 
 from cnnprobe.config import ModelConfig, TaskConfig
-from cnnprobe.export import ExportError
 from cnnprobe.inspect import capture, sample_input
-from cnnprobe.inspect_export import export_inspection, map_grid_image
 from cnnprobe.models import build_model
+from cnnprobe.report.files import ExportError
+from cnnprobe.report.inspection import export_inspection, map_grid_image
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import threading
 
 import pytest
 
-from cnnprobe import schema
 from cnnprobe.config import ConfigError, RunConfig, TaskConfig, TrainConfig
 from cnnprobe.runs import inspect_run, train_run
-from cnnprobe.store import RunStore, StoreError
+from cnnprobe.store import RunStore, StoreError, schema
 
 SEEDNET = ["input", "preconv1", "features", *(f"fc{i}" for i in range(1, 9))]
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from cnnprobe import schema
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
 from cnnprobe.evaluate import batchnorms, calibration_batches, evaluation_state, predict
 from cnnprobe.inspect import capture
@@ -20,7 +19,7 @@ from cnnprobe.measurement import DEFAULT_WEIGHTS, best_of, describe
 from cnnprobe.models import InputNorm, build_model, resolve_input_norm
 from cnnprobe.models import validate_run as validate
 from cnnprobe.runs import evaluate_run, inspect_run, load_model, sweep_run, train_run
-from cnnprobe.store import RunStore
+from cnnprobe.store import RunStore, schema
 from cnnprobe.tasks import make_generator, make_task
 from cnnprobe.train import train
 
@@ -252,8 +251,8 @@ def test_best_of_and_describe():
 
 def test_show_and_export_name_the_weights_and_the_best_step(tmp_path, capsys):
     from cnnprobe.cli import main
-    from cnnprobe.export import run_summary
-    from cnnprobe.markdown import summary_markdown
+    from cnnprobe.report.markdown import summary_markdown
+    from cnnprobe.report.summary import run_summary
 
     store = RunStore(tmp_path)
     rid, _ = train_run(store, bn_config())

@@ -219,7 +219,7 @@ def test_a_damaged_checkpoint_names_the_file(store, trained, damage):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):
-    from cnnprobe.checkpoints import atomic_write
+    from cnnprobe.store.files import atomic_write
 
     target = tmp_path / "last.pt"
     target.write_bytes(b"complete old file")

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from cnnprobe import schema
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig
-from cnnprobe.store import STATUSES, RunStore, StoreError
+from cnnprobe.store import STATUSES, RunStore, StoreError, schema
 
 
 def _cfg(task="distance", model="seednet", size=32):
@@ -185,7 +184,7 @@ def test_run_of_a_dead_process_becomes_interrupted(tmp_path):
 
 
 def test_live_run_of_another_process_stays_running(tmp_path):
-    from cnnprobe.provenance import process_token
+    from cnnprobe.store.provenance import process_token
 
     store = RunStore(tmp_path)
     rid = store.create_run(_cfg())

@@ -457,7 +457,7 @@ class LabActions:
     @work(thread=True, exit_on_error=False, group="export", description="export")
     def _export_worker(self: CnnprobeApp, run_id: str, fmt: str, path: Path | None,
                        force: bool) -> None:
-        from cnnprobe.export import export_run
+        from cnnprobe.report.export import export_run
         with self.worker_store() as store:
             paths = export_run(store, run_id, fmt, path, force=force)
         self.post_message(Exported(run_id, fmt, [Path(p).resolve() for p in paths]))

@@ -19,7 +19,7 @@ from cnnprobe import __version__
 from cnnprobe.cli import catalog, evaluation, exporting, inspecting, records, training
 from cnnprobe.cli.flags import add_config_flags, config_from_args
 from cnnprobe.config import ConfigError
-from cnnprobe.export import ExportError
+from cnnprobe.report.files import ExportError
 from cnnprobe.store import RunStore, StoreError
 
 __all__ = ["add_config_flags", "build_parser", "config_from_args", "main"]

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cnnprobe.cli.flags import add_weights_flags
 from cnnprobe.cli.tables import describe_table, frame_table, metrics_table, print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.config import REGIONS
 from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
@@ -113,7 +114,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--width", type=int, help="image width (default: the run's)")
     p.add_argument("--distractors", type=int, metavar="K",
                    help="extra objects in each image (default: the run's evaluation count)")
-    p.add_argument("--region", choices=("train", "heldout"), default="train",
+    p.add_argument("--region", choices=REGIONS, default="train",
                    help="where objects are placed; heldout needs a quadrant-split run")
     p.add_argument("--by-label", type=int, nargs="?", const=10, default=0, metavar="BINS",
                    help="also show the error binned by label (default 10 bins)")

@@ -7,8 +7,10 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from cnnprobe.cli.tables import num, print_json
-from cnnprobe.export import FORMATS, comparison, export_comparison, export_run
+from cnnprobe.cli.tables import print_json
+from cnnprobe.report.export import FORMATS, export_comparison, export_run
+from cnnprobe.report.formatting import num
+from cnnprobe.report.summary import comparison
 from cnnprobe.store import RunStore
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"

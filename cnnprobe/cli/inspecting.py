@@ -14,11 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cnnprobe.cli.flags import add_weights_flags
-from cnnprobe.cli.tables import num, print_json, probes_table
+from cnnprobe.cli.tables import print_json, probes_table
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
-from cnnprobe.heatmap import CMAPS, NORMALIZE, RESAMPLE
 from cnnprobe.measurement import describe
+from cnnprobe.report.formatting import num
+from cnnprobe.report.heatmap import CMAPS, NORMALIZE, RESAMPLE
 from cnnprobe.store import RunStore
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
@@ -37,8 +38,8 @@ def parse_layers(text: str) -> list[str]:
 def _out_dir(args: argparse.Namespace, short_id: str) -> Path | None:
     """Where the files go, checked before any work: --out, else exports/<id>-inspect (or
     -2, -3, ... when taken, unless --overwrite)."""
-    from cnnprobe.export import DEFAULT_DIR
-    from cnnprobe.inspect_export import check_out_dir, free_out_dir
+    from cnnprobe.report.files import DEFAULT_DIR
+    from cnnprobe.report.inspection import check_out_dir, free_out_dir
 
     if args.no_export or args.list_layers:
         return None
@@ -66,8 +67,8 @@ def _layers_table(activations: list) -> Table:
 
 
 def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.heatmap import render_activation, truecolor_available
-    from cnnprobe.inspect_export import export_inspection
+    from cnnprobe.report.heatmap import render_activation, truecolor_available
+    from cnnprobe.report.inspection import export_inspection
     from cnnprobe.runs import inspect_run, save_inspection
 
     if args.channels < 1:

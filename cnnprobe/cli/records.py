@@ -9,11 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnprobe.cli.tables import (
-    ago,
-    duration,
     frame_table,
     metrics_table,
-    num,
     print_json,
     probes_table,
     record_json,
@@ -22,6 +19,7 @@ from cnnprobe.cli.tables import (
 )
 from cnnprobe.config import RunConfig
 from cnnprobe.measurement import best_of, describe
+from cnnprobe.report.formatting import ago, duration, num
 from cnnprobe.store import STATUSES, RunStore, StoreError
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
@@ -54,7 +52,7 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
     run_id = store.resolve(args.run)
     rec = store.get(run_id)
     if args.json:
-        from cnnprobe.export import run_summary
+        from cnnprobe.report.summary import run_summary
 
         summary = run_summary(store, run_id)
         summary.pop("predictions")  # per-sample arrays: `cnnprobe export --format json`

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 from rich import box
 from rich.table import Table
 
-from cnnprobe.export import finite
+from cnnprobe.report.formatting import ago, finite, num, r2_bar
 from cnnprobe.store import RunRecord
 
 STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
@@ -21,32 +20,6 @@ STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
 def print_json(data: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null."""
     print(json.dumps(finite(data), indent=2, allow_nan=False))
-
-
-def num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return str(int(value)) if value.is_integer() and abs(value) < 1e12 else \
-            f"{value:.{digits}g}"
-    return str(value)
-
-
-def ago(ts: float | None, short: bool = False) -> str:
-    """'2026-05-01 14:03' for a unix time ('05-01 14:03' when short)."""
-    if ts is None:
-        return ""
-    return time.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M", time.localtime(ts))
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, s = divmod(int(seconds), 60)
-    return f"{minutes}m{s:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def status_text(rec: RunRecord) -> str:
@@ -133,17 +106,6 @@ def describe_table(evaluation: Any, title: str = "predictions") -> Table:
     for stat, row in frame.iterrows():
         table.add_row(str(stat), *(num(float(v)) for v in row))
     return table
-
-
-EIGHTHS = " ▏▎▍▌▋▊▉"
-
-
-def r2_bar(r2: Any, width: int = 10) -> str:
-    """R² from 0 to 1 as a bar of `width` cells, in eighths (below 0, or undefined: empty)."""
-    if not isinstance(r2, (int, float)) or not math.isfinite(r2):
-        return ""
-    full, part = divmod(round(min(max(float(r2), 0.0), 1.0) * width * 8), 8)
-    return "█" * full + (EIGHTHS[part] if part else "")
 
 
 def _fixed(value: Any, places: int = 3) -> str:

@@ -36,6 +36,7 @@ from torchvision.models import (
 )
 
 from cnnprobe.config import ConfigError, ModelConfig
+from cnnprobe.errors import first_line
 from cnnprobe.models.head import ProbeModel, RegressionHead
 
 BACKBONE_MIN_SIZE = 32  # all three halve the image five times
@@ -96,14 +97,6 @@ class BackboneRegressor(ProbeModel):
         return self.head(self.backbone(self.prepare_input(x)))
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    """An exception as one short line: torch's load errors run to several paragraphs."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    first = first if len(first) <= limit else first[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def _load_problem(exc: BaseException) -> str:
     """Why torch.load refused a file, in one line: its weights_only errors are paragraphs
     whose useful part is the 'WeightsUnpickler error' clause."""
@@ -116,7 +109,7 @@ def _load_problem(exc: BaseException) -> str:
         return f"not a torch.save file ({detail})"
     if isinstance(exc, EOFError):
         return "the file is empty or cut short"
-    return _one_line(exc)
+    return first_line(exc, 160)
 
 
 def _as_state_dict(obj: Any, field: str, source: str) -> dict[str, torch.Tensor]:
@@ -231,7 +224,7 @@ def pretrained_state(arch: str) -> tuple[dict[str, torch.Tensor], str]:
         except Exception as exc:  # offline: URLError; a bad download: RuntimeError, OSError
             raise WeightsError("model.pretrained", True,
                                f"ImageNet weights for {arch} are not cached and could not be "
-                               f"downloaded ({_one_line(exc)}); put the file {name} "
+                               f"downloaded ({first_line(exc, 160)}); put the file {name} "
                                f"(from {url}) in {cache_dir}, or {local}") from exc
     return _as_state_dict(obj, "model.pretrained", cached), cached
 

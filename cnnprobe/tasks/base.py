@@ -15,10 +15,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from cnnprobe.config import ConfigError, TaskConfig, validate_task
+from cnnprobe.config import REGIONS, ConfigError, TaskConfig, validate_task
 
 DISTRACTOR_VALUE = 0.5  # distractors are "another kind": half the objects' intensity
-REGIONS = ("train", "heldout")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Look inside a stored run: each layer's output for one sample, and per-layer probes.
 
 The layer list on the left moves through the input and every layer of interest; the
-selected one is drawn large on the right (cnnprobe.heatmap). Capture, the linear probes
+selected one is drawn large on the right (cnnprobe.report.heatmap). Capture, the linear probes
 and the export each run in a thread worker that only calls the engine
 (`cnnprobe.runs.inspect_run`, `save_inspection`, `inspect_export.export_inspection`) and
 posts the result; a failure (a damaged checkpoint, a full disk) becomes a line on the
@@ -25,11 +25,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, OptionList, ProgressBar, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from cnnprobe.cli.tables import num
 from cnnprobe.config import ConfigError
-from cnnprobe.export import ExportError
-from cnnprobe.heatmap import CMAPS, layer_header, truecolor_available
+from cnnprobe.errors import first_line
 from cnnprobe.measurement import DEFAULT_WEIGHTS
+from cnnprobe.report.files import ExportError
+from cnnprobe.report.formatting import num
+from cnnprobe.report.heatmap import CMAPS, layer_header, truecolor_available
 from cnnprobe.store import RunStore, StoreError
 from tui.widgets.activation_view import ActivationView, ViewSettings
 from tui.widgets.probe_table import ProbePanel
@@ -60,9 +61,9 @@ def key_names(binding: Binding) -> str:
 def error_line(exc: BaseException) -> str:
     """The first line of an error; the engine's own (store, config, export) already say what
     to do, anything else is named by its type."""
-    known = isinstance(exc, (ConfigError, StoreError, ExportError, OSError))
-    text = str(exc) if known else f"{type(exc).__name__}: {exc}"
-    return (text.strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, (ConfigError, StoreError, ExportError, OSError)):
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first_line(exc)
 
 
 # -- what the workers post
@@ -533,7 +534,7 @@ class ActivationsScreen(ModalScreen[None]):
         if self.inspection is None:
             self.notify("nothing to export yet", severity="warning", timeout=3)
             return
-        from cnnprobe.export import DEFAULT_DIR
+        from cnnprobe.report.files import DEFAULT_DIR
 
         base = (self.export_dir or DEFAULT_DIR) / f"{self.run_id[:8]}-inspect"
         self.notify(f"exporting to {base.parent}…", timeout=2)
@@ -544,7 +545,7 @@ class ActivationsScreen(ModalScreen[None]):
           description="export activations")
     def _export_worker(self, base: Path, insp: Inspection, table: pd.DataFrame | None,
                        channels: int, normalize: str, cmap: str) -> None:
-        from cnnprobe.inspect_export import MAX_CHANNELS, export_inspection, free_out_dir
+        from cnnprobe.report.inspection import MAX_CHANNELS, export_inspection, free_out_dir
 
         out = free_out_dir(base)
         files = export_inspection(out, insp.activations, table,

@@ -1,4 +1,4 @@
-"""Export a stored run (cnnprobe.export): format, where, and whether to overwrite."""
+"""Export a stored run (cnnprobe.report.export): format, where, and whether to overwrite."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from textual.widgets import Checkbox
 
 from cnnprobe.config import ConfigError
-from cnnprobe.export import DEFAULT_DIR, FORMATS
+from cnnprobe.report.export import FORMATS
+from cnnprobe.report.files import DEFAULT_DIR
 from tui.screens.form_dialog import FormDialog
 from tui.widgets.field import Field, choice, text_input
 

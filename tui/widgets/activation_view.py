@@ -1,6 +1,6 @@
 """One layer's output drawn large: a grid of channel heatmaps, or bars for a vector.
 
-The drawing is `cnnprobe.heatmap.render_activation`; this widget only picks the grid's
+The drawing is `cnnprobe.report.heatmap.render_activation`; this widget only picks the grid's
 columns and width so the tiles come out as large as the space allows, and redraws when
 its width, the space it sits in, or the settings change.
 """
@@ -14,8 +14,8 @@ from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
-from cnnprobe.heatmap import render_activation
 from cnnprobe.inspect import Activation
+from cnnprobe.report.heatmap import render_activation
 
 MIN_TILE_WIDTH = 8  # below this a tile's title ("12 -0.3..1.2") is cut to nothing
 MAX_COLUMNS = 16

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import DataTable
 
-from cnnprobe.cli.tables import num, r2_bar
+from cnnprobe.report.formatting import num, r2_bar
 from tui.widgets.plots import LazyPlot
 
 VIEWS = ("both", "table", "plot", "off")

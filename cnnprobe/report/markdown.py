@@ -7,8 +7,8 @@ import math
 import threading
 from typing import Any
 
-from cnnprobe.export import flat_config, when
 from cnnprobe.measurement import describe
+from cnnprobe.report.formatting import flat_config, when
 
 PLOT_WIDTH, PLOT_HEIGHT = 78, 18
 MAX_POINTS = 2000  # plotext draws one character cell per point at best; more is waste

@@ -25,10 +25,10 @@ import pandas as pd
 from PIL import Image
 
 from cnnprobe.config import ConfigError
-from cnnprobe.export import ExportError
-from cnnprobe.heatmap import NORMALIZE, apply_cmap, to_unit, value_range
 from cnnprobe.inspect import Activation
-from cnnprobe.markdown import table
+from cnnprobe.report.files import ExportError
+from cnnprobe.report.heatmap import NORMALIZE, apply_cmap, to_unit, value_range
+from cnnprobe.report.markdown import table
 
 MAX_CHANNELS = 32
 COLUMNS = 8

@@ -1,6 +1,7 @@
-"""What a run records as it goes: progress and status, metric history, checkpoints and
-predictions, sweeps, re-evaluations and linear probe tables. The recorder writes through
-these methods; the CLI, the TUI and the exports read through them.
+"""What a run records and keeps: progress and status, metric history, checkpoints and
+predictions, sweeps, re-evaluations and linear probe tables (`RunArtifacts`). The recorder
+writes through these methods; the CLI, the TUI and the exports read through them. Torch
+is imported only to read or write a checkpoint (checkpoints.py).
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cnnprobe.config import RunConfig
-from cnnprobe.database import StoreDatabase, StoreError
-from cnnprobe.provenance import hostname, process_alive, process_token
-
-if TYPE_CHECKING:
-    from cnnprobe.store import Checkpoint
-
-SWEEP_KINDS = ("resolution", "distractors")
-CHECKPOINTS = ("last", "best")
+from cnnprobe.store.database import StoreDatabase
+from cnnprobe.store.files import read_arrays, write_arrays
+from cnnprobe.store.provenance import hostname, process_alive, process_token
+from cnnprobe.store.records import (
+    CHECKPOINTS,
+    SWEEP_KINDS,
+    Checkpoint,
+    StoredSweep,
+    StoreError,
+)
 
 
 def _native(value: Any) -> Any:
@@ -39,7 +42,7 @@ def _number(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-class RunHistory(StoreDatabase):
+class RunArtifacts(StoreDatabase):
     """The store's per-run data; RunStore adds the runs themselves."""
 
     # -- written while a run trains
@@ -127,7 +130,7 @@ class RunHistory(StoreDatabase):
 
     def load_checkpoint(self, run_id: str, which: str = "last") -> Checkpoint:
         """which: "last" or "best". StoreError naming the file if missing or unreadable."""
-        from cnnprobe.checkpoints import read_checkpoint
+        from cnnprobe.store.checkpoints import read_checkpoint  # torch, only when needed
 
         path = self.checkpoint_path(run_id, which)
         if not path.is_file():
@@ -141,14 +144,11 @@ class RunHistory(StoreDatabase):
         return read_checkpoint(path)
 
     def save_predictions(self, run_id: str, predictions: Any, labels: Any) -> None:
-        from cnnprobe.checkpoints import write_arrays
-
         write_arrays(self.run_dir(run_id) / "predictions.npz", predictions=predictions,
                      labels=labels)
 
     def predictions(self, run_id: str):  # -> tuple[np.ndarray, np.ndarray] | None
         """(predictions, labels) of the run's last evaluation, or None."""
-        from cnnprobe.checkpoints import read_arrays
 
         arrays = read_arrays(self.run_dir(run_id) / "predictions.npz")
         return None if arrays is None else (arrays["predictions"], arrays["labels"])
@@ -173,8 +173,6 @@ class RunHistory(StoreDatabase):
 
         Replaces the run's previous sweep of that kind.
         """
-        from cnnprobe.checkpoints import write_arrays
-
         if kind not in SWEEP_KINDS:
             raise StoreError(f"sweep kind {kind!r}: one of {', '.join(SWEEP_KINDS)}")
         write_arrays(self.root / run_id / f"sweep-{kind}.npz",
@@ -184,19 +182,17 @@ class RunHistory(StoreDatabase):
                       (run_id, kind, time.time(), _dumps(options or {}),
                        _dumps(table.to_dict(orient="records"))))
 
-    def sweep(self, run_id: str, kind: str):  # -> evaluate.Sweep | None
+    def sweep(self, run_id: str, kind: str) -> StoredSweep | None:
         """The run's stored sweep of this kind (samples empty if their file is gone), or None."""
         import pandas as pd
 
-        from cnnprobe.checkpoints import read_arrays
-        from cnnprobe.evaluate import Sweep
 
         rows = self._read("SELECT rows FROM sweeps WHERE run_id = ? AND kind = ?",
                           (run_id, kind))
         if not rows:
             return None
         arrays = read_arrays(self.root / run_id / f"sweep-{kind}.npz") or {}
-        return Sweep(pd.DataFrame(json.loads(rows[0]["rows"])), pd.DataFrame(arrays))
+        return StoredSweep(pd.DataFrame(json.loads(rows[0]["rows"])), pd.DataFrame(arrays))
 
     def sweeps(self, run_id: str) -> list[dict[str, Any]]:
         """kind, created_at and options of each stored sweep of the run."""

@@ -6,9 +6,13 @@
     <root>/<run-id>/best.pt       checkpoint with the lowest validation MAE
     <root>/<run-id>/predictions.npz, sweep-<kind>.npz   per-sample arrays
 
-Layers: database.py (connections, transactions, errors) < history.py (what a run
-records as it goes) < RunStore here (runs: create, find, list, delete, liveness, files).
-Nothing here imports torch, so listing runs stays fast.
+Layers of the package, each importing only those before it: records.py (RunRecord,
+Checkpoint, StoreError; torch-free) < schema.py < database.py (connections, transactions)
+< files.py (atomic writes, arrays) < checkpoints.py (torch, loaded only when a checkpoint
+is read or written) < artifacts.py (what a run records as it goes and keeps: history,
+checkpoints, predictions, sweeps, probes, re-evaluations) < RunStore here (runs: create,
+find, list, delete, liveness) < recorder.py (the trainer callback). Listing runs imports
+no torch.
 """
 
 from __future__ import annotations
@@ -19,22 +23,17 @@ import shutil
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cnnprobe import schema
-from cnnprobe.config import ConfigError, RunConfig
-from cnnprobe.database import DB_NAME, StoreError
-from cnnprobe.history import CHECKPOINTS, SWEEP_KINDS, RunHistory
-from cnnprobe.provenance import hostname, process_alive, process_token, versions
-
-__all__ = ["CHECKPOINTS", "DB_NAME", "DEFAULT_ROOT", "SCHEMA_VERSION", "STATUSES",
-           "SWEEP_KINDS", "Checkpoint", "RunRecord", "RunStore", "StoreError", "default_root"]
+from cnnprobe.config import RunConfig
+from cnnprobe.store import schema
+from cnnprobe.store.artifacts import RunArtifacts
+from cnnprobe.store.provenance import hostname, process_alive, process_token, versions
+from cnnprobe.store.records import RunRecord, StoreError, default_name, lenient_config
 
 DEFAULT_ROOT = Path("checkpoints")
 SCHEMA_VERSION = schema.latest_version()
-STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
 # A run on another host whose heartbeat is older than this is taken for dead. Generous:
 # a long validation or sweep sends no heartbeat.
 STALE_AFTER_S = 30 * 60
@@ -45,97 +44,8 @@ def default_root() -> Path:
     return Path(os.environ.get("CNNPROBE_STORE") or DEFAULT_ROOT)
 
 
-@dataclass
-class RunRecord:
-    """One run as the store knows it (no tensors)."""
-
-    id: str
-    name: str
-    status: str
-    reason: str
-    config: RunConfig
-    seed: int
-    created_at: float  # unix time
-    finished_at: float | None
-    device: str
-    device_name: str
-    versions: dict[str, str]  # torch, torchvision, cnnprobe, git commit
-    wall_time_s: float
-    samples_seen: int
-    steps_done: int
-    metrics: dict[str, float]  # final metrics (empty while running)
-    # How the final metrics were made (measurement.measured); {} for older runs.
-    measured: dict[str, Any] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    note: str = ""
-    parent_id: str | None = None
-    kind: str = "train"  # "train" or "finetune"; a resume continues the same record
-    total_steps: int = 0
-    resumed_at: list[int] = field(default_factory=list)  # step each resume started from
-    parameters: int = 0
-    best_val_mae: float | None = None
-    host: str = ""
-    pid: int | None = None
-    heartbeat_at: float | None = None
-    config_warning: str = ""  # set when the stored config needed repair to load
-
-    @property
-    def task(self) -> str:
-        return self.config.task.name
-
-    @property
-    def model(self) -> str:
-        return self.config.model.name
-
-    @property
-    def resolution(self) -> str:
-        return f"{self.config.task.height}x{self.config.task.width}"
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:8]
-
-    @property
-    def segments(self) -> int:
-        """How many training sessions made this run: 1, plus one per resume."""
-        return 1 + len(self.resumed_at)
-
-
-@dataclass
-class Checkpoint:
-    """Weights and everything needed to rebuild and continue a run."""
-
-    config: RunConfig
-    model_state: dict[str, Any]
-    optimizer_state: dict[str, Any]
-    generator_state: Any  # torch.ByteTensor
-    step: int
-    samples_seen: int
-    best_val_mae: float
-    run_id: str = ""
-    path: Path | None = None
-
-
-def default_name(config: RunConfig) -> str:
-    return f"{config.task.name}-{config.model.name}-{config.task.height}"
-
-
-def _lenient_config(data: dict[str, Any]) -> tuple[RunConfig, str]:
-    """The stored config, dropping settings this version no longer knows (and saying so)."""
-    try:
-        return RunConfig.from_dict(data, stored=True), ""
-    except ConfigError as exc:
-        from cnnprobe.config import ModelConfig, TaskConfig, TrainConfig
-
-        kinds = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
-        kept = {s: {k: v for k, v in (data.get(s) or {}).items()
-                    if k in {f.name for f in fields(kind)}} for s, kind in kinds.items()}
-        return (RunConfig.from_dict(kept, stored=True),
-                f"stored config has settings this cnnprobe lacks: {exc}")
-
-
 def _record(row: sqlite3.Row) -> RunRecord:
-    config, warning = _lenient_config(json.loads(row["config"]))
+    config, warning = lenient_config(json.loads(row["config"]))
     tags = sorted(row["tag_list"].split("\x1f")) if row["tag_list"] else []
     return RunRecord(
         id=row["id"], name=row["name"], status=row["status"], reason=row["reason"],
@@ -155,7 +65,7 @@ _SELECT = ("SELECT runs.*, (SELECT group_concat(tag, char(31)) FROM tags "
            "WHERE tags.run_id = runs.id) AS tag_list FROM runs")
 
 
-class RunStore(RunHistory):
+class RunStore(RunArtifacts):
     """Open (creating if needed) the store under `root`. Raises StoreError if it can't."""
 
     def __init__(self, root: str | Path | None = None, *, timeout: float | None = None):
@@ -190,12 +100,6 @@ class RunStore(RunHistory):
                           [(run_id, tag) for tag in _clean_tags(tags or [])])
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
-
-    def recorder(self, run_id: str, **options: Any):  # -> cnnprobe.events.Callback
-        """A trainer callback that records history, checkpoints (last and best) and status."""
-        from cnnprobe.recorder import RunRecorder
-
-        return RunRecorder(self, run_id, **options)
 
     def resolve(self, prefix: str) -> str:
         """Full run id from a unique prefix (or an exact name, or "latest");

@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cnnprobe.checkpoints import atomic_write, write_checkpoint
 from cnnprobe.config import RunConfig
 from cnnprobe.events import Cancelled, EvaluationEvent, Failed, Finished, RunStarted, StepEvent
-from cnnprobe.store import RunStore
+from cnnprobe.store.checkpoints import write_checkpoint
+from cnnprobe.store.files import atomic_write
+from cnnprobe.store.index import RunStore
 
 
 class RunRecorder:
@@ -44,9 +45,7 @@ class RunRecorder:
         elif isinstance(event, StepEvent):
             self._steps, self._samples, self._elapsed = (event.step, event.samples_seen,
                                                          event.elapsed_s)
-            self._rows.append({"step": event.step, "loss": event.loss,
-                               "samples_per_s": event.samples_per_s,
-                               "elapsed_s": self.wall_offset + event.elapsed_s})
+            self._rows.append(event.row(self.wall_offset))
             if time.monotonic() - self._last_flush >= self.flush_every_s:
                 self.flush()
         elif isinstance(event, EvaluationEvent):

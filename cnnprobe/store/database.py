@@ -15,14 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from cnnprobe import schema
+from cnnprobe.store import schema
+from cnnprobe.store.records import StoreError
 
 DB_NAME = "cnnprobe.db"
 _Self = TypeVar("_Self", bound="StoreDatabase")
-
-
-class StoreError(Exception):
-    """A store, run or file problem a user can fix; the message is one line saying how."""
 
 
 class StoreDatabase:

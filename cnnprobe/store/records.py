@@ -1,0 +1,116 @@
+"""What the store hands out, torch-free: run records, checkpoints, stored sweeps, the error
+type, and how a stored config is read back. The bottom of the store package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
+
+STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+SWEEP_KINDS = ("resolution", "distractors")
+CHECKPOINTS = ("last", "best")
+
+
+class StoreError(Exception):
+    """A store, run or file problem a user can fix; the message is one line saying how."""
+
+
+@dataclass
+class RunRecord:
+    """One run as the store knows it (no tensors)."""
+
+    id: str
+    name: str
+    status: str
+    reason: str
+    config: RunConfig
+    seed: int
+    created_at: float  # unix time
+    finished_at: float | None
+    device: str
+    device_name: str
+    versions: dict[str, str]  # torch, torchvision, cnnprobe, git commit
+    wall_time_s: float
+    samples_seen: int
+    steps_done: int
+    metrics: dict[str, float]  # final metrics (empty while running)
+    # How the final metrics were made (measurement.measured); {} for older runs.
+    measured: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    note: str = ""
+    parent_id: str | None = None
+    kind: str = "train"  # "train" or "finetune"; a resume continues the same record
+    total_steps: int = 0
+    resumed_at: list[int] = field(default_factory=list)  # step each resume started from
+    parameters: int = 0
+    best_val_mae: float | None = None
+    host: str = ""
+    pid: int | None = None
+    heartbeat_at: float | None = None
+    config_warning: str = ""  # set when the stored config needed repair to load
+
+    @property
+    def task(self) -> str:
+        return self.config.task.name
+
+    @property
+    def model(self) -> str:
+        return self.config.model.name
+
+    @property
+    def resolution(self) -> str:
+        return f"{self.config.task.height}x{self.config.task.width}"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    @property
+    def segments(self) -> int:
+        """How many training sessions made this run: 1, plus one per resume."""
+        return 1 + len(self.resumed_at)
+
+
+@dataclass
+class Checkpoint:
+    """Weights and everything needed to rebuild and continue a run."""
+
+    config: RunConfig
+    model_state: dict[str, Any]
+    optimizer_state: dict[str, Any]
+    generator_state: Any  # torch.ByteTensor
+    step: int
+    samples_seen: int
+    best_val_mae: float
+    run_id: str = ""
+    path: Path | None = None
+
+
+def default_name(config: RunConfig) -> str:
+    return f"{config.task.name}-{config.model.name}-{config.task.height}"
+
+
+def lenient_config(data: dict[str, Any]) -> tuple[RunConfig, str]:
+    """The stored config, dropping settings this version no longer knows (and saying so)."""
+    try:
+        return RunConfig.from_dict(data, stored=True), ""
+    except ConfigError as exc:
+        kinds = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}
+        kept = {s: {k: v for k, v in (data.get(s) or {}).items()
+                    if k in {f.name for f in fields(kind)}} for s, kind in kinds.items()}
+        return (RunConfig.from_dict(kept, stored=True),
+                f"stored config has settings this cnnprobe lacks: {exc}")
+
+
+
+
+@dataclass
+class StoredSweep:
+    """A sweep as stored: one row per swept value, and every sample behind them (empty when
+    their file is gone)."""
+
+    table: Any  # pandas.DataFrame
+    samples: Any  # pandas.DataFrame

@@ -1,0 +1,131 @@
+"""The layering, guarded: no import cycle in the engine (counting imports inside functions
+and under TYPE_CHECKING, which only hide a cycle), the engine never imports Textual or the
+TUI, and the torch-free layers stay torch-free."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_names(package: str) -> dict[str, Path]:
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """module -> the modules of `package` it imports anywhere in its source."""
+    mods = module_names(package)
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    pkg = mod if is_pkg else mod.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        pkg = pkg.rpartition(".")[0]
+                    base = f"{pkg}.{base}" if base else pkg
+                # `from pkg import submodule` reaches the submodule; any other name, the
+                # module (or package __init__) that defines it.
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
+                           for a in node.names]
+            for t in targets:
+                o = owner(t)
+                if o and o != mod:
+                    graph[mod].add(o)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_engine():
+    assert cycles(import_graph("cnnprobe")) == []
+
+
+def test_the_engine_never_imports_the_tui_or_textual():
+    for mod, path in module_names("cnnprobe").items():
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("tui", "textual",
+                                                           "textual_plotext")], mod
+
+
+def _loaded(module: str) -> set[str]:
+    code = (f"import sys, {module}; print(' '.join(m for m in ('torch', 'textual', "
+            "'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize("module", ["cnnprobe", "cnnprobe.config", "cnnprobe.measurement",
+                                    "cnnprobe.events", "cnnprobe.store",
+                                    "cnnprobe.report.formatting", "cnnprobe.report.summary",
+                                    "cnnprobe.report.markdown"])
+def test_torch_free_layers_import_no_torch_and_no_textual(module):
+    assert _loaded(module) == set()
+
+
+def test_the_whole_engine_imports_no_textual():
+    assert "textual" not in _loaded("cnnprobe.runs, cnnprobe.cli, cnnprobe.report.export, "
+                                    "cnnprobe.report.inspection")
