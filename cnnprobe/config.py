@@ -32,6 +32,81 @@ LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One config field as the CLI, the TUI form and the docs show it (see `setting`)."""
+
+    section: str
+    name: str
+    kind: str  # int, opt_int, float, str, opt_str, choice, bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    label: str = ""  # the TUI form's label (default: the name with spaces)
+    check: str = ""  # a checkbox's text in the TUI
+    placeholder: str = ""  # an empty TUI text field's hint
+    form: bool = True  # shown in the TUI form
+    flag: str = ""  # the CLI flag (default: --name-with-dashes)
+
+    @property
+    def key(self) -> str:
+        """`section.name`, as ConfigError names the field."""
+        return f"{self.section}.{self.name}"
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), label: str = "",
+            check: str = "", placeholder: str = "", form: bool = True, flag: str = "") -> Any:
+    """A config field defined once: its default, help and choices, and how the TUI form
+    labels it. `settings()` gives them to the CLI flags, the TUI form and the docs table."""
+    return field(default=default, metadata={
+        "help": help, "choices": tuple(choices), "label": label, "check": check,
+        "placeholder": placeholder, "form": form, "flag": flag})
+
+
+def _kind(annotation: str, choices: tuple[str, ...]) -> str:
+    base = annotation.replace(" ", "")
+    optional = base.endswith("|None")
+    base = base.removesuffix("|None")
+    if base == "str" and choices:
+        return "choice"
+    return ("opt_" if optional else "") + base
+
+
+SECTIONS = ("task", "model", "train")
+
+
+def settings(section: str) -> list[Setting]:
+    """Every setting of one config section, in field order."""
+    kind = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}[section]
+    out = []
+    for f in fields(kind):
+        m = f.metadata
+        out.append(Setting(section, f.name, _kind(str(f.type), m.get("choices", ())),
+                           f.default, m.get("help", f.name.replace("_", " ")),
+                           m.get("choices", ()), m.get("label") or f.name.replace("_", " "),
+                           m.get("check", ""), m.get("placeholder", ""), m.get("form", True),
+                           m.get("flag") or "--" + f.name.replace("_", "-")))
+    return out
+
+
+def settings_markdown() -> str:
+    """The table of every setting for docs/settings.md."""
+    lines = ["# Settings", "",
+             "Every setting of a run, as `cnnprobe train` takes it and the TUI form shows it.",
+             "Generated from the config dataclasses (`cnnprobe.config`); regenerate with",
+             "`python -c \"from cnnprobe.config import settings_markdown as m; print(m(), "
+             "end='')\" > docs/settings.md`.", ""]
+    for section in SECTIONS:
+        lines += [f"## {section}", "", "| setting | flag | default | what |", "|---|---|---|---|"]
+        for st in settings(section):
+            flag = "--task" if st.name == "name" and section == "task" else (
+                "--model" if st.name == "name" else st.flag)
+            what = st.help + (f" ({', '.join(st.choices)})" if st.choices else "")
+            lines.append(f"| `{section}.{st.name}` | `{flag}` | `{st.default}` | {what} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 class ConfigError(ValueError):
     """A configuration value a user gave is not allowed; the message says which and why."""
 
@@ -46,20 +121,29 @@ class ConfigError(ValueError):
 class TaskConfig:
     """What the probe images look like and what the target is (see docs/tasks.md)."""
 
-    name: str = "distance"
-    height: int = 128
-    width: int = 128
-    coord_channels: bool = True
-    units: str = "pixels"
-    distractors: int = 0  # extra objects of another kind during training
-    eval_distractors: int | None = None  # None: same as training
-    split: str = "uniform"
-    heldout_quadrant: str = "bottom-right"
-    count_min: int = 0
-    count_max: int = 10
-    object_min: int = 2  # side (square) or diameter (disc) in pixels
-    object_max: int = 0  # 0: auto, max(object_min, min(height, width) // 8)
-    allow_coincident: bool = False  # distance: A may equal B, as in the notebook
+    name: str = setting("distance", "the probe task (`cnnprobe tasks` lists them)", form=False)
+    height: int = setting(128, "image height in pixels (4-4096)", label="height px")
+    width: int = setting(128, "image width in pixels (4-4096)", label="width px")
+    coord_channels: bool = setting(True, "add the x/(W+1) and y/(H+1) coordinate channels",
+                                   label="coord chans", check="x/y channels")
+    units: str = setting("pixels", "target units: pixels, or normalized (one pixel = 1/(W+1) "
+                         "along x, 1/(H+1) along y: the coordinate channels' units)",
+                         choices=UNITS)
+    allow_coincident: bool = setting(False, "distance: let A and B fall on one pixel, as the "
+                                     "notebook did", label="A == B", check="allowed")
+    distractors: int = setting(0, "extra objects of another kind during training (0-64)")
+    eval_distractors: int | None = setting(None, "extra objects during evaluation (empty: as "
+                                           "in training)", label="eval distr.",
+                                           placeholder="as training")
+    split: str = setting("uniform", "uniform, or quadrant (training never uses the held-out "
+                         "quadrant)", choices=SPLITS)
+    heldout_quadrant: str = setting("bottom-right", "the quadrant no training sample touches",
+                                    choices=QUADRANTS, label="held out")
+    count_min: int = setting(0, "count: fewest objects")
+    count_max: int = setting(10, "count: most objects")
+    object_min: int = setting(2, "smallest object side/diameter in pixels")
+    object_max: int = setting(0, "largest object side/diameter in pixels (0: min(H, W) // 8)",
+                              placeholder="0 = auto")
 
     @property
     def in_channels(self) -> int:
@@ -80,41 +164,54 @@ class TaskConfig:
 class ModelConfig:
     """Which network from the registry, and its options."""
 
-    name: str = "seednet"
-    pretrained: bool = False
-    weights_path: str | None = None
-    freeze_preconv: bool = False  # seednet only
-    pool: str = "max"  # plaincnn: between blocks
-    global_pool: str = "max"  # plaincnn (coordconv concatenates max and avg)
-    depth: int = 4  # plaincnn, coordconv
-    width: int = 32  # plaincnn, coordconv: channels of the first block
-    # auto: none for seednet/coordmlp (they read raw coordinates), imagenet for backbones
-    # with loaded weights, task (per-channel standardisation) for every other model
-    input_norm: str = "auto"
+    name: str = setting("seednet", "the network (`cnnprobe models` lists them)", form=False)
+    pretrained: bool = setting(False, "ImageNet weights (torchvision backbones)",
+                               check="ImageNet weights")
+    weights_path: str | None = setting(None, "load backbone weights from this file instead of "
+                                       "the download cache", label="weights",
+                                       placeholder="download cache")
+    freeze_preconv: bool = setting(False, "seednet: really freeze the 1x1 preconv (the notebook "
+                                   "did not)", label="freeze 1x1", check="preconv")
+    pool: str = setting("max", "plaincnn: downsampling between blocks", choices=POOLS,
+                        label="pooling")
+    global_pool: str = setting("max", "plaincnn: global pooling (coordconv uses max and avg)",
+                               choices=GLOBAL_POOLS)
+    depth: int = setting(4, "plaincnn, coordconv: number of conv blocks", flag="--model-depth")
+    width: int = setting(32, "plaincnn, coordconv: channels of the first conv block",
+                         label="channels", flag="--model-width")
+    input_norm: str = setting("auto", "input normalisation: auto (task for conv nets, imagenet "
+                              "with loaded weights, none for seednet/coordmlp), none, task "
+                              "(per-channel standardisation from the task's images) or imagenet",
+                              choices=INPUT_NORMS, label="input norm")
 
 
 @dataclass
 class TrainConfig:
     """How to train: loss, optimizer, length, validation, device."""
 
-    loss: str = "l1"
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 512
-    steps: int | None = None  # wins over epochs when set
-    epochs: int | None = 100
-    samples_per_epoch: int = 10_000
-    eval_every: int = 0  # steps; 0: about ten evaluations per run
-    val_size: int = 2048
-    seed: int = 0
-    device: str = "auto"
-    log_every: int = 0  # steps between loss read-backs; 0: 1 on CPU, 20 on CUDA
-    amp: bool = True  # bf16 autocast on CUDA (head and loss stay fp32)
-    # Before every evaluation, recompute BatchNorm statistics at the weights being evaluated
-    # from bn_samples fresh training samples (models without BatchNorm: no effect).
-    precise_bn: bool = True
-    bn_samples: int = 1024
+    loss: str = setting("l1", "training loss (L1 is the notebook's)", choices=LOSSES)
+    optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = setting(1e-4, "learning rate", label="learning rate")
+    weight_decay: float = setting(0.0, "weight decay")
+    batch_size: int = setting(512, "samples per training step")
+    steps: int | None = setting(None, "training steps (wins over epochs when set)",
+                                placeholder="empty: epochs")
+    epochs: int | None = setting(100, "epochs of samples_per_epoch")
+    samples_per_epoch: int = setting(10_000, "samples per epoch", label="samples/epoch")
+    eval_every: int = setting(0, "validate every N steps (0: ten times a run)",
+                              placeholder="0 = auto")
+    val_size: int = setting(2048, "validation samples", label="val samples")
+    seed: int = setting(0, "seed of the data streams and the initial weights")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    log_every: int = setting(0, "read the loss back every N steps (0: 1 on CPU, 20 on CUDA)",
+                             form=False)
+    amp: bool = setting(True, "bf16 autocast on CUDA (the head and the loss stay fp32)",
+                        label="bf16 autocast", check="on CUDA")
+    precise_bn: bool = setting(True, "recalibrate BatchNorm statistics at the evaluated weights "
+                               "before every evaluation", label="precise BN",
+                               check="recalibrate")
+    bn_samples: int = setting(1024, "training samples the BatchNorm recalibration uses",
+                              label="BN samples")
 
     @property
     def total_steps(self) -> int:

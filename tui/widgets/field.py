@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from cnnprobe.config import ConfigError
+from cnnprobe.config import ConfigError, Setting
 
 # How the text of an Input becomes a config value.
 KINDS = ("int", "opt_int", "float", "str", "opt_str", "choice", "bool")
@@ -97,3 +97,17 @@ def choice(values: tuple[str, ...] | list[str] | list[tuple[str, str]], value: s
            id: str | None = None) -> Select:
     opts = [(v, v) if isinstance(v, str) else v for v in values]
     return Select(opts, value=value, allow_blank=False, compact=True, id=id)
+
+
+def setting_field(st: Setting, value: Any, *, choices: list[str] | None = None) -> Field:
+    """The form row of one config setting, from its single definition (config.setting):
+    label, help, choices or checkbox text, placeholder. `choices` overrides the setting's
+    (the devices this machine has)."""
+    if st.kind == "bool":
+        control: Widget = Checkbox(st.check, bool(value))
+    elif st.choices or choices:
+        control = choice(list(choices or st.choices), value)
+    else:
+        control = text_input(value, st.placeholder)
+    kind = "choice" if choices else ("str" if st.kind == "str" else st.kind)
+    return Field(st.key, st.label, control, kind, help=st.help)

@@ -6,20 +6,11 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.widgets import Checkbox, Select, Static
+from textual.widgets import Select, Static
 
-from cnnprobe.config import (
-    GLOBAL_POOLS,
-    INPUT_NORMS,
-    LOSSES,
-    OPTIMIZERS,
-    POOLS,
-    PRESETS,
-    ConfigError,
-    RunConfig,
-)
+from cnnprobe.config import PRESETS, ConfigError, RunConfig, settings
 from cnnprobe.models import MODELS
-from tui.widgets.field import Field, choice, text_input
+from tui.widgets.field import Field, choice, setting_field
 from tui.widgets.form_pane import FormPane
 
 
@@ -64,45 +55,17 @@ class ModelPane(FormPane):
                     help="fill in a preset's resolution and training settings")
         yield Field("model.name", "model", choice(list(MODELS), m.name), "choice")
         yield Static("", id="model-info", markup=False)
-        yield Field("model.pretrained", "pretrained", Checkbox("ImageNet weights", m.pretrained),
-                    "bool", help="torchvision backbones only")
-        yield Field("model.weights_path", "weights", text_input(m.weights_path, "download cache"),
-                    "opt_str", help="a state dict file instead of the download cache")
-        yield Field("model.freeze_preconv", "freeze 1x1", Checkbox("preconv", m.freeze_preconv),
-                    "bool", help="seednet: really freeze the 1x1 preconv")
-        yield Field("model.pool", "pooling", choice(POOLS, m.pool), "choice",
-                    help="plaincnn: downsampling between blocks")
-        yield Field("model.global_pool", "global pool", choice(GLOBAL_POOLS, m.global_pool),
-                    "choice")
-        yield Field("model.depth", "depth", text_input(m.depth), "int")
-        yield Field("model.width", "channels", text_input(m.width), "int")
-        yield Field("model.input_norm", "input norm", choice(INPUT_NORMS, m.input_norm),
-                    "choice", help="auto: task standardisation for conv nets, imagenet with "
-                    "loaded weights, none for seednet/coordmlp")
-        yield Field("train.loss", "loss", choice(LOSSES, tr.loss), "choice")
-        yield Field("train.optimizer", "optimizer", choice(OPTIMIZERS, tr.optimizer), "choice")
-        yield Field("train.lr", "learning rate", text_input(tr.lr), "float")
-        yield Field("train.weight_decay", "weight decay", text_input(tr.weight_decay), "float")
-        yield Field("train.batch_size", "batch size", text_input(tr.batch_size), "int")
-        yield Field("train.steps", "steps", text_input(tr.steps, "empty: epochs"), "opt_int",
-                    help="training steps; wins over epochs when set")
-        yield Field("train.epochs", "epochs", text_input(tr.epochs), "opt_int")
-        yield Field("train.samples_per_epoch", "samples/epoch",
-                    text_input(tr.samples_per_epoch), "int")
-        yield Field("train.eval_every", "eval every", text_input(tr.eval_every, "0 = auto"),
-                    "int", help="validate every N steps; 0: ten times a run")
-        yield Field("train.val_size", "val samples", text_input(tr.val_size), "int")
-        yield Field("train.seed", "seed", text_input(tr.seed), "int")
-        devices = device_choices()
-        if tr.device not in devices:
-            devices.append(tr.device)
-        yield Field("train.device", "device", choice(devices, tr.device), "choice")
-        yield Field("train.amp", "bf16 autocast", Checkbox("on CUDA", tr.amp), "bool")
-        yield Field("train.precise_bn", "precise BN", Checkbox("recalibrate", tr.precise_bn),
-                    "bool", help="recompute BatchNorm statistics at the weights before each "
-                    "evaluation")
-        yield Field("train.bn_samples", "BN samples", text_input(tr.bn_samples), "int",
-                    help="training samples the BatchNorm recalibration uses")
+        for section, values in (("model", m), ("train", tr)):
+            for st in settings(section):
+                if not st.form:
+                    continue
+                value = getattr(values, st.name)
+                if st.key == "train.device":  # the devices this machine has
+                    devices = device_choices()
+                    yield setting_field(st, value, choices=devices + (
+                        [value] if value not in devices else []))
+                else:
+                    yield setting_field(st, value)
 
     def on_mount(self) -> None:
         self.update_visibility()

@@ -6,12 +6,12 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Checkbox, OptionList
+from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from cnnprobe.config import QUADRANTS, SPLITS, UNITS, ConfigError, RunConfig, TaskConfig
+from cnnprobe.config import ConfigError, RunConfig, TaskConfig, settings
 from cnnprobe.tasks import task_table
-from tui.widgets.field import Field, choice, text_input
+from tui.widgets.field import setting_field
 from tui.widgets.form_pane import FormPane
 
 
@@ -31,32 +31,9 @@ class TaskPane(FormPane):
         options = [Option(Text.assemble((f"{r['name']:<9}", "bold"), r["description"]),
                           id=r["name"]) for r in rows]
         yield OptionList(*options, id="task-list")
-        yield Field("task.height", "height px", text_input(t.height), "int",
-                    help="image height in pixels (4-4096)")
-        yield Field("task.width", "width px", text_input(t.width), "int",
-                    help="image width in pixels (4-4096)")
-        yield Field("task.coord_channels", "coord chans", Checkbox("x/y channels",
-                    t.coord_channels), "bool",
-                    help="add the x/(W+1) and y/(H+1) coordinate channels")
-        yield Field("task.units", "units", choice(UNITS, t.units), "choice",
-                    help="pixels, or normalized: one pixel = 1/(W+1) along x, 1/(H+1) along y")
-        yield Field("task.allow_coincident", "A == B", Checkbox("allowed", t.allow_coincident),
-                    "bool", help="distance: let the two points fall on one pixel (notebook)")
-        yield Field("task.distractors", "distractors", text_input(t.distractors), "int",
-                    help="extra objects of another kind during training (0-64)")
-        yield Field("task.eval_distractors", "eval distr.",
-                    text_input(t.eval_distractors, "as training"), "opt_int",
-                    help="extra objects during evaluation; empty: as in training")
-        yield Field("task.split", "split", choice(SPLITS, t.split), "choice",
-                    help="uniform, or quadrant: training never uses the held-out quadrant")
-        yield Field("task.heldout_quadrant", "held out", choice(QUADRANTS, t.heldout_quadrant),
-                    "choice", help="the quadrant no training sample touches")
-        yield Field("task.count_min", "count min", text_input(t.count_min), "int")
-        yield Field("task.count_max", "count max", text_input(t.count_max), "int")
-        yield Field("task.object_min", "object min", text_input(t.object_min), "int",
-                    help="smallest object side/diameter in pixels")
-        yield Field("task.object_max", "object max", text_input(t.object_max, "0 = auto"),
-                    "int", help="largest object side/diameter; 0: min(H, W) // 8")
+        for st in settings("task"):
+            if st.form:
+                yield setting_field(st, getattr(t, st.name))
 
     def on_mount(self) -> None:
         self.select_task(self.task_name)
