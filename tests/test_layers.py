@@ -129,3 +129,7 @@ def test_torch_free_layers_import_no_torch_and_no_textual(module):
 def test_the_whole_engine_imports_no_textual():
     assert "textual" not in _loaded("cnnprobe.runs, cnnprobe.cli, cnnprobe.report.export, "
                                     "cnnprobe.report.inspection")
+
+
+def test_the_tui_scheduling_policy_is_plain_python():
+    assert "textual" not in _loaded("tui.scheduler")

@@ -1,8 +1,9 @@
 """What the lab does with runs: train, stop, queue, sweep, resume, fine-tune, export, delete.
 
-A mixin of the app, so the actions read next to the state they change. Worker bodies
-only call the engine (`cnnprobe.runs`) and post messages; everything that touches a
-widget happens here, on the UI thread, when the message arrives.
+A mixin of the app: the widgets, dialogs and workers of each action. What runs where and
+what waits is decided by `tui.scheduler.Scheduler` (plain Python, unit tested); this only
+shows its decisions. Worker bodies only call the engine (`cnnprobe.runs`) and post
+messages; everything that touches a widget happens here, on the UI thread.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from textual.worker import Worker, WorkerState
 
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.device import memory_line, resolve_device
-from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import describe
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
 from tui.run_view import RunView
+from tui.scheduler import Scheduler
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.export import ExportScreen
 from tui.screens.finetune import FinetuneScreen
@@ -53,19 +54,27 @@ def metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
+def _delegate(name: str) -> property:
+    """An app attribute that is the scheduler's (app.active is app.lab.active)."""
+    return property(lambda self: getattr(self.lab, name),
+                    lambda self, value: setattr(self.lab, name, value))
+
+
 class LabActions:
     """Run management for CnnprobeApp (self is the app)."""
 
+    active = _delegate("active")
+    queue = _delegate("queue")
+    sweeps = _delegate("sweeps")
+    views = _delegate("views")
+    viewed_job = _delegate("viewed_job")
+    viewed_id = _delegate("viewed_id")
+    quitting = _delegate("quitting")
+
     # -- state, set up by the app's __init__
     def _init_lab(self: CnnprobeApp) -> None:
-        self.active: dict[str, TrainJob] = {}  # device -> its running training
-        self.queue: list[TrainJob] = []
-        self.sweeps: dict[int, SweepJob] = {}
+        self.lab = Scheduler()
         self.worker_jobs: dict[Worker, Any] = {}
-        self.views: dict[str, RunView] = {}  # finished runs' data, by id
-        self.viewed_job: TrainJob | None = None
-        self.viewed_id: str | None = None
-        self.quitting = False
         self._memory = ("", 0.0)
         self._plotted_at = 0.0
         self._warned: set[str] = set()
@@ -73,20 +82,20 @@ class LabActions:
     # -- training
     def submit(self: CnnprobeApp, job: TrainJob) -> None:
         """Start a training now, or ask whether to queue it or stop the one on its device."""
-        running = self.active.get(job.device)
+        running = self.lab.running_on(job.device)
         if running is None:
             self.start_training(job)
             return
 
         def answer(choice: str | None) -> None:
             if choice == "queue":
-                self.queue.append(job)
-                self.log_pane.event(f"queued {job.title} (#{len(self.queue)} on {job.device})")
+                place = self.lab.enqueue(job)
+                self.log_pane.event(f"queued {job.title} (#{place} on {job.device})")
             elif choice == "stop":
-                self.queue.insert(0, job)
-                running.cancel.set()
-                self.log_pane.event(f"stopping {running.title}; {job.title} starts next",
-                                    "warn")
+                stopped = self.lab.replace_running(job)
+                if stopped is not None:
+                    self.log_pane.event(f"stopping {stopped.title}; {job.title} starts next",
+                                        "warn")
             self.start_next(job.device)  # the running one may have ended while we asked
             self.update_status()
 
@@ -94,13 +103,8 @@ class LabActions:
         self.push_screen(QueueOrStopScreen(job.device, current, job.title), answer)
 
     def start_training(self: CnnprobeApp, job: TrainJob) -> None:
-        job.start_clock()
-        self.active[job.device] = job
-        if job.kind == "resume" and job.parent_id in self.views:
-            parent = self.views[job.parent_id]
-            job.view.train_history = list(parent.train_history)
-            job.view.val_history = list(parent.val_history)
-        self.view_job(job)
+        self.lab.start(job)
+        self.plots.show(job.view)
         self.log_pane.event(f"starting {job.title} on {job.device}")
         worker = self._train_worker(job)
         self.worker_jobs[worker] = job
@@ -131,37 +135,12 @@ class LabActions:
 
     def apply_events(self: CnnprobeApp, job: TrainJob) -> bool:
         """Merge what the trainer sent since the last tick; True when the plots changed."""
-        changed = False
-        for ev in job.events.drain():
-            if isinstance(ev, StepEvent):
-                job.step, job.samples_per_s, job.total_steps = ev.step, ev.samples_per_s, \
-                    ev.total_steps
-                job.view.train_history.append({"step": ev.step, "loss": ev.loss,
-                                               "samples_per_s": ev.samples_per_s,
-                                               "elapsed_s": ev.elapsed_s})
-                changed = True
-            elif isinstance(ev, EvaluationEvent):
-                job.view.val_history.append({"step": ev.step, **ev.metrics})
-                if ev.evaluation is not None:  # Predictions and Errors follow the run
-                    job.view.predictions = ev.evaluation.predictions
-                    job.view.labels = ev.evaluation.labels
-                best = " best" if ev.is_best else ""
-                r2 = ev.metrics.get("r2", float("nan"))
-                self.log_pane.event(f"step {ev.step}: val MAE {ev.metrics['mae']:.4g}, "
-                                    f"R² {r2:.3f}{best}")
-                changed = True
-            elif isinstance(ev, RunStarted):
-                job.total_steps, job.step, job.device_name = ev.total_steps, ev.start_step, \
-                    ev.device_name
-                self.log_pane.event(f"{job.title}: {ev.total_steps} steps on {ev.device} "
-                                    f"({ev.device_name}), {ev.parameters:,} parameters")
-            elif isinstance(ev, RunIdKnown):
-                job.run_id = job.view.run_id = ev.run_id
-                self.log_pane.event(f"run {ev.run_id[:8]} recorded in the store", "dim")
-                self.refresh_runs(select=ev.run_id if self.viewed_job is job else None)
-        if changed:
-            job.view.touch()
-        return changed
+        merged = self.lab.merge(job)
+        for text, style in merged.log:
+            self.log_pane.event(text, style)
+        if merged.run_id is not None:
+            self.refresh_runs(select=merged.run_id if self.viewed_job is job else None)
+        return merged.changed
 
     def tick(self: CnnprobeApp) -> None:
         """The throttle: a few times a second, merge events and redraw what is shown."""
@@ -178,12 +157,11 @@ class LabActions:
         if redraw and now - self._plotted_at >= PLOT_EVERY_S:
             self._plotted_at = now
             self.plots.redraw()
-        if self.active or self.sweeps:
+        if self.lab.busy:
             self.update_status()
 
     def update_status(self: CnnprobeApp) -> None:
-        job = self.viewed_job if self.viewed_job in self.active.values() else next(
-            iter(self.active.values()), None)
+        job = self.lab.status_job()
         memory = ""
         if job is not None and job.device.startswith("cuda"):
             text, at = self._memory
@@ -226,16 +204,12 @@ class LabActions:
         self.start_next(job.device)
 
     def finish_job(self: CnnprobeApp, job: TrainJob) -> None:
-        if self.active.get(job.device) is job:
-            del self.active[job.device]
+        self.lab.finish(job)
         self.update_status()
 
     def start_next(self: CnnprobeApp, device: str) -> None:
-        if self.quitting or device in self.active:
-            return
-        nxt = next((j for j in self.queue if j.device == device), None)
+        nxt = self.lab.next_for(device)
         if nxt is not None:
-            self.queue.remove(nxt)
             self.start_training(nxt)
 
     def on_worker_state_changed(self: CnnprobeApp, event: Worker.StateChanged) -> None:
@@ -254,34 +228,27 @@ class LabActions:
                 self.refresh_runs()
                 self.start_next(job.device)
             elif isinstance(job, SweepJob):
-                self.sweeps.pop(job.number, None)
+                self.lab.end_sweep(job)
                 self.update_status()
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.worker_jobs.pop(event.worker, None)
 
     def action_stop(self: CnnprobeApp) -> None:
         """Stop the viewed run (else every run) at its next step; sweeps too."""
-        jobs: list[Any]
-        if self.viewed_job is not None and self.viewed_job in self.active.values():
-            jobs = [self.viewed_job]
-        else:
-            jobs = list(self.active.values())
-        jobs += list(self.sweeps.values())
-        if not jobs:
+        if not self.lab.busy:
             self.notify("nothing is running", timeout=2)
             return
-        for job in jobs:
-            if not job.cancel.is_set():
-                job.cancel.set()
-                self.log_pane.event(f"stopping {job.title} at the next step", "warn")
+        for job in self.lab.to_stop():
+            job.cancel.set()
+            self.log_pane.event(f"stopping {job.title} at the next step", "warn")
 
     # -- viewing
     def view_job(self: CnnprobeApp, job: TrainJob) -> None:
-        self.viewed_job, self.viewed_id = job, job.run_id
+        self.lab.view_job(job)
         self.plots.show(job.view)
 
     def live_job(self: CnnprobeApp, run_id: str) -> TrainJob | None:
-        return next((j for j in self.active.values() if j.run_id == run_id), None)
+        return self.lab.live_job(run_id)
 
     def view_run(self: CnnprobeApp, run_id: str) -> None:
         if run_id == self.viewed_id and (self.viewed_job is None
@@ -337,7 +304,7 @@ class LabActions:
             if values:
                 job = SweepJob(rec.id, kind, values.get("resolutions"),
                                values.get("max_distractors", 8), values["n"])
-                self.sweeps[job.number] = job
+                self.lab.add_sweep(job)
                 if self.viewed_id == rec.id:
                     self.plots.set_tab("sweep")
                 self.log_pane.event(f"starting {job.title}")
@@ -374,7 +341,7 @@ class LabActions:
     def on_sweep_ended(self: CnnprobeApp, message: SweepEnded) -> None:
         job, sweep = message.job, message.sweep
         table = sweep.table
-        self.sweeps.pop(job.number, None)
+        self.lab.end_sweep(job)
         self.update_status()
         key = job.kind
         if sweep.cancelled:
@@ -527,14 +494,13 @@ class LabActions:
     # -- quitting
     def action_quit(self: CnnprobeApp) -> None:
         """Quit; a running training or sweep is stopped first and stored as cancelled."""
-        if not self.active and not self.sweeps:
+        if not self.lab.busy:
             self.exit()
             return
         if self.quitting:
             return
         self.quitting = True
-        dropped = len(self.queue)
-        self.stop_everything()
+        dropped = self.lab.stop_everything()
         self.log_pane.event("quitting: stopping the running work at its next step"
                             + (f"; {dropped} queued runs dropped" if dropped else ""), "warn")
         self.notify("stopping the run, then quitting…", timeout=5)
@@ -542,9 +508,7 @@ class LabActions:
 
     def stop_everything(self: CnnprobeApp) -> None:
         """However the app ends, no training outlives it by more than a step."""
-        self.queue.clear()
-        for job in [*self.active.values(), *self.sweeps.values()]:
-            job.cancel.set()
+        self.lab.stop_everything()
 
     async def _exit_when_stopped(self: CnnprobeApp) -> None:
         for worker in list(self.workers):

@@ -1,0 +1,125 @@
+"""The lab's scheduling policy without a terminal: one training per device, queues, stop,
+quit, what is viewed, and how trainer events become a job's view and log lines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnprobe.config import RunConfig, TaskConfig, TrainConfig
+from cnnprobe.evaluate import Evaluation
+from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from tui.jobs import RunIdKnown, SweepJob, TrainJob
+from tui.run_view import RunView
+from tui.scheduler import Scheduler
+
+
+def job(device: str = "cpu", kind: str = "train", **kw) -> TrainJob:
+    cfg = RunConfig(TaskConfig(height=16, width=16), train=TrainConfig(steps=10))
+    return TrainJob(kind, cfg, device, **kw)
+
+
+def test_one_training_per_device_and_a_queue_per_device():
+    lab = Scheduler()
+    a, b, c = job("cpu"), job("cpu"), job("cuda:0")
+    assert lab.running_on("cpu") is None
+    lab.start(a)
+    assert lab.running_on("cpu") is a and lab.viewed_job is a
+    with pytest.raises(RuntimeError, match="busy"):
+        lab.start(b)
+    assert lab.enqueue(b) == 1
+    lab.start(c)  # another device runs at once
+    assert lab.active == {"cpu": a, "cuda:0": c}
+    assert lab.next_for("cpu") is None  # a still holds it
+    lab.finish(a)
+    assert lab.next_for("cpu") is b and lab.queue == []
+    assert lab.next_for("cpu") is None
+
+
+def test_queue_keeps_order_and_device():
+    lab = Scheduler()
+    lab.start(job("cpu"))
+    first, other, second = job("cpu"), job("cuda:0"), job("cpu")
+    assert [lab.enqueue(j) for j in (first, other, second)] == [1, 1, 2]
+    lab.finish(lab.active["cpu"])
+    assert lab.next_for("cpu") is first
+    assert lab.next_for("cuda:0") is other
+    assert lab.queue == [second]
+
+
+def test_replace_running_stops_it_and_goes_first():
+    lab = Scheduler()
+    running, waiting, urgent = job(), job(), job()
+    lab.start(running)
+    lab.enqueue(waiting)
+    assert lab.replace_running(urgent) is running and running.cancel.is_set()
+    lab.finish(running)
+    assert lab.next_for("cpu") is urgent
+
+
+def test_stop_targets_the_viewed_training_else_all_and_every_sweep():
+    lab = Scheduler()
+    a, b = job("cpu"), job("cuda:0")
+    lab.start(a)
+    lab.start(b)  # now viewed
+    sweep = SweepJob("r1", "resolution")
+    lab.add_sweep(sweep)
+    assert lab.to_stop() == [b, sweep]
+    lab.viewed_job = None
+    assert lab.to_stop() == [a, b, sweep]
+    a.cancel.set()
+    assert lab.to_stop() == [b, sweep]  # already stopping: not again
+    lab.end_sweep(sweep)
+    assert lab.busy and sweep not in lab.to_stop()
+
+
+def test_quitting_drops_the_queue_stops_everything_and_starts_nothing():
+    lab = Scheduler()
+    running = job()
+    lab.start(running)
+    lab.enqueue(job())
+    lab.enqueue(job())
+    lab.quitting = True
+    assert lab.stop_everything() == 2 and lab.queue == [] and running.cancel.is_set()
+    lab.finish(running)
+    lab.enqueue(job())
+    assert lab.next_for("cpu") is None and not lab.busy
+
+
+def test_a_resume_starts_from_its_runs_history_and_status_follows_the_view():
+    lab = Scheduler()
+    parent = RunView("r1", RunConfig(), status="cancelled")
+    parent.train_history = [{"step": 1, "loss": 2.0}]
+    parent.val_history = [{"step": 1, "mae": 3.0}]
+    lab.views["r1"] = parent
+    other = job("cuda:0")
+    lab.start(other)
+    resume = job("cpu", kind="resume", parent_id="r1")
+    lab.start(resume)
+    assert resume.view.train_history == parent.train_history
+    assert resume.view.train_history is not parent.train_history
+    assert lab.status_job() is resume
+    lab.viewed_job = None
+    assert lab.status_job() is other
+
+
+def test_merge_moves_events_into_the_view_and_says_what_to_log():
+    j = job()
+    j.events(RunStarted(10, 0, "cpu", "EPYC", 1234))
+    j.events.note(RunIdKnown("abcdef0123"))
+    j.events(StepEvent(1, 10, 0.5, 100.0, 16, 0.1))
+    ev = Evaluation(np.array([1.0, 2.0]), np.array([1.5, 2.0]), {"mae": 0.25, "r2": 0.9})
+    j.events(EvaluationEvent(1, ev.metrics, True, None, ev))
+    version = j.view.version
+    merged = Scheduler.merge(j)
+    assert merged.changed and merged.run_id == "abcdef0123" == j.run_id == j.view.run_id
+    assert (j.step, j.total_steps, j.samples_per_s, j.device_name) == (1, 10, 100.0, "EPYC")
+    assert j.view.train_history == [{"step": 1, "loss": 0.5, "samples_per_s": 100.0,
+                                     "elapsed_s": 0.1}]
+    assert j.view.val_history == [{"step": 1, "mae": 0.25, "r2": 0.9}]
+    assert list(j.view.labels) == [1.5, 2.0] and j.view.version == version + 1
+    assert [t for t, _ in merged.log] == [
+        "train distance/seednet 16x16: 10 steps on cpu (EPYC), 1,234 parameters",
+        "run abcdef01 recorded in the store", "step 1: val MAE 0.25, R² 0.900 best"]
+    again = Scheduler.merge(j)
+    assert not again.changed and again.log == [] and again.run_id is None

@@ -1,0 +1,155 @@
+"""The lab's policy, in plain Python: one training per device, a queue per device, which
+run the user is looking at, and how a running job's events become its view and log lines.
+
+No Textual here: the app (tui/lab.py) shows what this decides and forwards keys to it, and
+tests/test_scheduler.py tests it without a terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from tui.jobs import RunIdKnown, SweepJob, TrainJob
+from tui.run_view import RunView
+
+
+@dataclass
+class Merged:
+    """What merging a job's pending events changed: whether its plots need a redraw, the
+    log lines to show (text, style), and the run id if it became known."""
+
+    changed: bool = False
+    log: list[tuple[str, str]] = field(default_factory=list)
+    run_id: str | None = None
+
+
+class Scheduler:
+    """Trainings by device (one running, the rest queued in order), sweeps, and the view."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, TrainJob] = {}  # device -> its running training
+        self.queue: list[TrainJob] = []
+        self.sweeps: dict[int, SweepJob] = {}
+        self.views: dict[str, RunView] = {}  # finished runs' data, by id
+        self.viewed_job: TrainJob | None = None
+        self.viewed_id: str | None = None
+        self.quitting = False
+
+    # -- trainings
+    def running_on(self, device: str) -> TrainJob | None:
+        """The training holding `device`, if any: a new one there must queue or stop it."""
+        return self.active.get(device)
+
+    def start(self, job: TrainJob) -> None:
+        """`job` holds its device from now; a resume's view starts from its run's history."""
+        if job.device in self.active:
+            raise RuntimeError(f"{job.device} is busy with {self.active[job.device].title}")
+        job.start_clock()
+        self.active[job.device] = job
+        if job.kind == "resume" and job.parent_id in self.views:
+            parent = self.views[job.parent_id]
+            job.view.train_history = list(parent.train_history)
+            job.view.val_history = list(parent.val_history)
+        self.view_job(job)
+
+    def enqueue(self, job: TrainJob) -> int:
+        """Queue `job` behind the others; returns its place among its device's jobs."""
+        self.queue.append(job)
+        return sum(1 for j in self.queue if j.device == job.device)
+
+    def replace_running(self, job: TrainJob) -> TrainJob | None:
+        """Put `job` first in line on its device and stop the one running there (returned)."""
+        self.queue.insert(0, job)
+        running = self.active.get(job.device)
+        if running is not None:
+            running.cancel.set()
+        return running
+
+    def finish(self, job: TrainJob) -> None:
+        """`job` ended (or could not start): its device is free."""
+        if self.active.get(job.device) is job:
+            del self.active[job.device]
+
+    def next_for(self, device: str) -> TrainJob | None:
+        """The queued job to start on a free `device` (taken off the queue), or None."""
+        if self.quitting or device in self.active:
+            return None
+        nxt = next((j for j in self.queue if j.device == device), None)
+        if nxt is not None:
+            self.queue.remove(nxt)
+        return nxt
+
+    def to_stop(self) -> list[Any]:
+        """What ctrl+s stops: the viewed training if it runs, else every training; and every
+        sweep. Only those not already stopping."""
+        viewed = self.viewed_job
+        jobs: list[Any] = [viewed] if viewed is not None and viewed in self.active.values() \
+            else list(self.active.values())
+        return [j for j in [*jobs, *self.sweeps.values()] if not j.cancel.is_set()]
+
+    def stop_everything(self) -> int:
+        """Drop the queue and stop every training and sweep; returns how many were queued."""
+        dropped = len(self.queue)
+        self.queue.clear()
+        for job in [*self.active.values(), *self.sweeps.values()]:
+            job.cancel.set()
+        return dropped
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.sweeps)
+
+    # -- sweeps
+    def add_sweep(self, job: SweepJob) -> None:
+        self.sweeps[job.number] = job
+
+    def end_sweep(self, job: SweepJob) -> None:
+        self.sweeps.pop(job.number, None)
+
+    # -- what is shown
+    def view_job(self, job: TrainJob) -> None:
+        self.viewed_job, self.viewed_id = job, job.run_id
+
+    def live_job(self, run_id: str) -> TrainJob | None:
+        return next((j for j in self.active.values() if j.run_id == run_id), None)
+
+    def status_job(self) -> TrainJob | None:
+        """The training the status line describes: the viewed one if it runs, else any."""
+        if self.viewed_job in self.active.values():
+            return self.viewed_job
+        return next(iter(self.active.values()), None)
+
+    # -- a running job's events
+    @staticmethod
+    def merge(job: TrainJob) -> Merged:
+        """Move the events the trainer sent since the last call into the job and its view."""
+        out = Merged()
+        for ev in job.events.drain():
+            if isinstance(ev, StepEvent):
+                job.step, job.samples_per_s, job.total_steps = (ev.step, ev.samples_per_s,
+                                                                ev.total_steps)
+                job.view.train_history.append(ev.row())
+                out.changed = True
+            elif isinstance(ev, EvaluationEvent):
+                job.view.val_history.append({"step": ev.step, **ev.metrics})
+                if ev.evaluation is not None:  # Predictions and Errors follow the run
+                    job.view.predictions = ev.evaluation.predictions
+                    job.view.labels = ev.evaluation.labels
+                best = " best" if ev.is_best else ""
+                r2 = ev.metrics.get("r2", float("nan"))
+                out.log.append((f"step {ev.step}: val MAE {ev.metrics['mae']:.4g}, "
+                                f"R² {r2:.3f}{best}", "info"))
+                out.changed = True
+            elif isinstance(ev, RunStarted):
+                job.total_steps, job.step, job.device_name = (ev.total_steps, ev.start_step,
+                                                              ev.device_name)
+                out.log.append((f"{job.title}: {ev.total_steps} steps on {ev.device} "
+                                f"({ev.device_name}), {ev.parameters:,} parameters", "info"))
+            elif isinstance(ev, RunIdKnown):
+                job.run_id = job.view.run_id = out.run_id = ev.run_id
+                out.log.append((f"run {ev.run_id[:8]} recorded in the store", "dim"))
+        if out.changed:
+            job.view.touch()
+        return out
