@@ -47,6 +47,24 @@ class Setting:
     placeholder: str = ""  # an empty TUI text field's hint
     form: bool = True  # shown in the TUI form
     flag: str = ""  # the CLI flag (default: --name-with-dashes)
+    bounds: tuple[int, int | None] | None = None  # integers: lowest and highest (None: any)
+
+    @property
+    def allowed(self) -> str:
+        """What `bounds` allow, as ConfigError says it."""
+        if self.bounds is None:
+            return ""
+        lo, hi = self.bounds
+        text = f"an integer of at least {lo}" if hi is None else f"an integer from {lo} to {hi}"
+        return text + (", or unset" if self.kind.startswith("opt_") else "")
+
+    @property
+    def help_text(self) -> str:
+        """The help with the allowed range, for the CLI, the TUI and the docs."""
+        if self.bounds is None:
+            return self.help
+        lo, hi = self.bounds
+        return f"{self.help} ({lo}-{hi})" if hi is not None else self.help
 
     @property
     def key(self) -> str:
@@ -55,12 +73,14 @@ class Setting:
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), label: str = "",
-            check: str = "", placeholder: str = "", form: bool = True, flag: str = "") -> Any:
-    """A config field defined once: its default, help and choices, and how the TUI form
-    labels it. `settings()` gives them to the CLI flags, the TUI form and the docs table."""
+            check: str = "", placeholder: str = "", form: bool = True, flag: str = "",
+            bounds: tuple[int, int | None] | None = None) -> Any:
+    """A config field defined once: its default, help, choices or integer bounds, and how
+    the TUI form labels it. `settings()` gives them to the validators, the CLI flags, the
+    TUI form and the docs table."""
     return field(default=default, metadata={
         "help": help, "choices": tuple(choices), "label": label, "check": check,
-        "placeholder": placeholder, "form": form, "flag": flag})
+        "placeholder": placeholder, "form": form, "flag": flag, "bounds": bounds})
 
 
 def _kind(annotation: str, choices: tuple[str, ...]) -> str:
@@ -85,7 +105,7 @@ def settings(section: str) -> list[Setting]:
                            f.default, m.get("help", f.name.replace("_", " ")),
                            m.get("choices", ()), m.get("label") or f.name.replace("_", " "),
                            m.get("check", ""), m.get("placeholder", ""), m.get("form", True),
-                           m.get("flag") or "--" + f.name.replace("_", "-")))
+                           m.get("flag") or "--" + f.name.replace("_", "-"), m.get("bounds")))
     return out
 
 
@@ -101,7 +121,7 @@ def settings_markdown() -> str:
         for st in settings(section):
             flag = "--task" if st.name == "name" and section == "task" else (
                 "--model" if st.name == "name" else st.flag)
-            what = st.help + (f" ({', '.join(st.choices)})" if st.choices else "")
+            what = st.help_text + (f" ({', '.join(st.choices)})" if st.choices else "")
             lines.append(f"| `{section}.{st.name}` | `{flag}` | `{st.default}` | {what} |")
         lines.append("")
     return "\n".join(lines)
@@ -122,8 +142,8 @@ class TaskConfig:
     """What the probe images look like and what the target is (see docs/tasks.md)."""
 
     name: str = setting("distance", "the probe task (`cnnprobe tasks` lists them)", form=False)
-    height: int = setting(128, "image height in pixels (4-4096)", label="height px")
-    width: int = setting(128, "image width in pixels (4-4096)", label="width px")
+    height: int = setting(128, "image height in pixels", label="height px", bounds=(4, 4096))
+    width: int = setting(128, "image width in pixels", label="width px", bounds=(4, 4096))
     coord_channels: bool = setting(True, "add the x/(W+1) and y/(H+1) coordinate channels",
                                    label="coord chans", check="x/y channels")
     units: str = setting("pixels", "target units: pixels, or normalized (one pixel = 1/(W+1) "
@@ -131,17 +151,18 @@ class TaskConfig:
                          choices=UNITS)
     allow_coincident: bool = setting(False, "distance: let A and B fall on one pixel, as the "
                                      "notebook did", label="A == B", check="allowed")
-    distractors: int = setting(0, "extra objects of another kind during training (0-64)")
+    distractors: int = setting(0, "extra objects of another kind during training",
+                               bounds=(0, 64))
     eval_distractors: int | None = setting(None, "extra objects during evaluation (empty: as "
                                            "in training)", label="eval distr.",
-                                           placeholder="as training")
+                                           placeholder="as training", bounds=(0, 64))
     split: str = setting("uniform", "uniform, or quadrant (training never uses the held-out "
                          "quadrant)", choices=SPLITS)
     heldout_quadrant: str = setting("bottom-right", "the quadrant no training sample touches",
                                     choices=QUADRANTS, label="held out")
-    count_min: int = setting(0, "count: fewest objects")
+    count_min: int = setting(0, "count: fewest objects", bounds=(0, None))
     count_max: int = setting(10, "count: most objects")
-    object_min: int = setting(2, "smallest object side/diameter in pixels")
+    object_min: int = setting(2, "smallest object side/diameter in pixels", bounds=(1, None))
     object_max: int = setting(0, "largest object side/diameter in pixels (0: min(H, W) // 8)",
                               placeholder="0 = auto")
 
@@ -176,9 +197,10 @@ class ModelConfig:
                         label="pooling")
     global_pool: str = setting("max", "plaincnn: global pooling (coordconv uses max and avg)",
                                choices=GLOBAL_POOLS)
-    depth: int = setting(4, "plaincnn, coordconv: number of conv blocks", flag="--model-depth")
+    depth: int = setting(4, "plaincnn, coordconv: number of conv blocks", flag="--model-depth",
+                         bounds=(1, 12))
     width: int = setting(32, "plaincnn, coordconv: channels of the first conv block",
-                         label="channels", flag="--model-width")
+                         label="channels", flag="--model-width", bounds=(1, 1024))
     input_norm: str = setting("auto", "input normalisation: auto (task for conv nets, imagenet "
                               "with loaded weights, none for seednet/coordmlp), none, task "
                               "(per-channel standardisation from the task's images) or imagenet",
@@ -193,15 +215,15 @@ class TrainConfig:
     optimizer: str = setting("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = setting(1e-4, "learning rate", label="learning rate")
     weight_decay: float = setting(0.0, "weight decay")
-    batch_size: int = setting(512, "samples per training step")
+    batch_size: int = setting(512, "samples per training step", bounds=(1, None))
     steps: int | None = setting(None, "training steps (wins over epochs when set)",
                                 placeholder="empty: epochs")
     epochs: int | None = setting(100, "epochs of samples_per_epoch")
     samples_per_epoch: int = setting(10_000, "samples per epoch", label="samples/epoch")
     eval_every: int = setting(0, "validate every N steps (0: ten times a run)",
                               placeholder="0 = auto")
-    val_size: int = setting(2048, "validation samples", label="val samples")
-    seed: int = setting(0, "seed of the data streams and the initial weights")
+    val_size: int = setting(2048, "validation samples", label="val samples", bounds=(1, None))
+    seed: int = setting(0, "seed of the data streams and the initial weights", bounds=(0, None))
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     log_every: int = setting(0, "read the loss back every N steps (0: 1 on CPU, 20 on CUDA)",
                              form=False)
@@ -211,7 +233,7 @@ class TrainConfig:
                                "before every evaluation", label="precise BN",
                                check="recalibrate")
     bn_samples: int = setting(1024, "training samples the BatchNorm recalibration uses",
-                              label="BN samples")
+                              label="BN samples", bounds=(16, 1_000_000))
 
     @property
     def total_steps(self) -> int:
@@ -272,29 +294,25 @@ def require_int(field_name: str, value: Any, least: int) -> int:
     return value
 
 
+def _check_declared(section: str, cfg: Any) -> None:
+    """The checks a setting declares itself: integer bounds and choices."""
+    for st in settings(section):
+        v = getattr(cfg, st.name)
+        if st.bounds is not None and not (v is None and st.kind.startswith("opt_")):
+            lo, hi = st.bounds
+            _check(_is_int(v) and v >= lo and (hi is None or v <= hi), st.key, v, st.allowed)
+        if st.choices:
+            _check(v in st.choices, st.key, v, f"one of {', '.join(st.choices)}")
+
+
 def validate_task(t: TaskConfig) -> None:
     """Raise ConfigError for the first task setting that is out of range."""
     _check(t.name in TASK_NAMES, "task.name", t.name, f"one of {', '.join(TASK_NAMES)}")
-    for name in ("height", "width"):
-        v = getattr(t, name)
-        _check(_is_int(v) and 4 <= v <= 4096, f"task.{name}", v, "an integer from 4 to 4096")
-    _check(t.units in UNITS, "task.units", t.units, f"one of {', '.join(UNITS)}")
-    _check(t.split in SPLITS, "task.split", t.split, f"one of {', '.join(SPLITS)}")
-    _check(t.heldout_quadrant in QUADRANTS, "task.heldout_quadrant", t.heldout_quadrant,
-           f"one of {', '.join(QUADRANTS)}")
-    _check(_is_int(t.distractors) and 0 <= t.distractors <= 64, "task.distractors",
-           t.distractors, "an integer from 0 to 64")
-    if t.eval_distractors is not None:
-        _check(_is_int(t.eval_distractors) and 0 <= t.eval_distractors <= 64,
-               "task.eval_distractors", t.eval_distractors, "an integer from 0 to 64, or unset")
-    _check(_is_int(t.object_min) and t.object_min >= 1, "task.object_min", t.object_min,
-           "an integer of at least 1")
+    _check_declared("task", t)
     side = min(t.height, t.width) // (2 if t.split == "quadrant" else 1)
     _check(_is_int(t.object_max) and (t.object_max == 0 or t.object_min <= t.object_max <= side),
            "task.object_max", t.object_max,
            f"0 (auto) or from object_min ({t.object_min}) to {side}")
-    _check(_is_int(t.count_min) and t.count_min >= 0, "task.count_min", t.count_min,
-           "an integer of at least 0")
     _check(_is_int(t.count_max) and t.count_min <= t.count_max <= 64, "task.count_max",
            t.count_max, f"an integer from count_min ({t.count_min}) to 64")
     _check(isinstance(t.allow_coincident, bool), "task.allow_coincident", t.allow_coincident,
@@ -317,16 +335,12 @@ def _check_fits(t: TaskConfig) -> None:
 
 def validate_train(tr: TrainConfig) -> None:
     """Raise ConfigError for the first training setting that is out of range."""
-    _check(tr.loss in LOSSES, "train.loss", tr.loss, f"one of {', '.join(LOSSES)}")
-    _check(tr.optimizer in OPTIMIZERS, "train.optimizer", tr.optimizer,
-           f"one of {', '.join(OPTIMIZERS)}")
+    _check_declared("train", tr)
     _check(isinstance(tr.lr, (int, float)) and math.isfinite(tr.lr) and tr.lr > 0, "train.lr",
            tr.lr, "a finite number above 0")
     _check(isinstance(tr.weight_decay, (int, float)) and math.isfinite(tr.weight_decay)
            and tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay,
            "a finite number of at least 0")
-    _check(_is_int(tr.batch_size) and tr.batch_size >= 1, "train.batch_size", tr.batch_size,
-           "an integer of at least 1")
     if tr.steps is not None:
         _check(_is_int(tr.steps) and tr.steps >= 1, "train.steps", tr.steps,
                "an integer of at least 1, or unset to use epochs")
@@ -338,29 +352,16 @@ def validate_train(tr: TrainConfig) -> None:
                f"an integer of at least batch_size ({tr.batch_size})")
     _check(_is_int(tr.eval_every) and tr.eval_every >= 0, "train.eval_every", tr.eval_every,
            "an integer of at least 0 (0: automatic)")
-    _check(_is_int(tr.val_size) and tr.val_size >= 1, "train.val_size", tr.val_size,
-           "an integer of at least 1")
-    _check(_is_int(tr.seed) and tr.seed >= 0, "train.seed", tr.seed, "an integer of at least 0")
     _check(tr.device in DEVICES or tr.device.startswith("cuda:"), "train.device", tr.device,
            "auto, cpu, cuda or cuda:N")
     _check(_is_int(tr.log_every) and tr.log_every >= 0, "train.log_every", tr.log_every,
            "an integer of at least 0 (0: automatic)")
     _check(isinstance(tr.precise_bn, bool), "train.precise_bn", tr.precise_bn, "true or false")
-    _check(_is_int(tr.bn_samples) and 16 <= tr.bn_samples <= 1_000_000, "train.bn_samples",
-           tr.bn_samples, "an integer from 16 to 1,000,000")
 
 
 def validate_model(m: ModelConfig) -> None:
     """Raise ConfigError for option values; whether the name exists is the registry's check."""
-    _check(m.pool in POOLS, "model.pool", m.pool, f"one of {', '.join(POOLS)}")
-    _check(m.global_pool in GLOBAL_POOLS, "model.global_pool", m.global_pool,
-           f"one of {', '.join(GLOBAL_POOLS)}")
-    _check(_is_int(m.depth) and 1 <= m.depth <= 12, "model.depth", m.depth,
-           "an integer from 1 to 12")
-    _check(_is_int(m.width) and 1 <= m.width <= 1024, "model.width", m.width,
-           "an integer from 1 to 1024")
-    _check(m.input_norm in INPUT_NORMS, "model.input_norm", m.input_norm,
-           f"one of {', '.join(INPUT_NORMS)}")
+    _check_declared("model", m)
 
 
 def validate(cfg: RunConfig) -> RunConfig:

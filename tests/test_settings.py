@@ -24,7 +24,7 @@ def test_every_setting_is_a_flag_with_its_help_and_choices():
         for st in settings(section):
             flag = f"--{section}" if st.name == "name" else st.flag
             assert flag in text, st.key
-            assert " ".join(st.help.split()) in text, st.key
+            assert " ".join(st.help_text.split()) in text, st.key
             for c in st.choices:
                 assert c in text, (st.key, c)
 
@@ -42,6 +42,29 @@ async def test_the_tui_form_has_a_row_for_every_form_setting(tmp_path):
             for st in settings(section):
                 if st.form:
                     assert st.key in rows, st.key
-                    assert rows[st.key].label == st.label and rows[st.key].help == st.help
+                    assert rows[st.key].label == st.label and rows[st.key].help == st.help_text
                 elif st.name != "name":
                     assert st.key not in rows, st.key
+
+
+def test_declared_bounds_and_choices_are_what_validation_enforces():
+    from dataclasses import replace
+
+    import pytest
+
+    from cnnprobe.config import ConfigError, RunConfig, validate
+
+    for section in SECTIONS:
+        for st in settings(section):
+            base = RunConfig()
+            bad = []
+            if st.bounds is not None:
+                lo, hi = st.bounds
+                bad += [lo - 1] + ([hi + 1] if hi is not None else [])
+            if st.choices:
+                bad.append("no-such-choice")
+            for value in bad:
+                part = replace(getattr(base, section), **{st.name: value})
+                with pytest.raises(ConfigError) as err:
+                    validate(replace(base, **{section: part}))
+                assert err.value.field == st.key, (st.key, value, err.value)

@@ -38,7 +38,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                 kw["choices"] = st.choices
             elif "action" not in kw:
                 kw["metavar"] = "N" if base == "int" else st.name.split("_")[-1].upper()
-            kw["help"] = f"{st.help} (default: {st.default})"
+            kw["help"] = f"{st.help_text} (default: {st.default})"
             group.add_argument(_flag(st), **kw)
 
 

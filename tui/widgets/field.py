@@ -110,4 +110,4 @@ def setting_field(st: Setting, value: Any, *, choices: list[str] | None = None) 
     else:
         control = text_input(value, st.placeholder)
     kind = "choice" if choices else ("str" if st.kind == "str" else st.kind)
-    return Field(st.key, st.label, control, kind, help=st.help)
+    return Field(st.key, st.label, control, kind, help=st.help_text)
