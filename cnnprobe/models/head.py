@@ -10,6 +10,7 @@ would swamp the sub-pixel errors this lab is trying to measure.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -88,17 +89,26 @@ class InputNorm(nn.Module):
         """Set mean and std to the per-channel statistics of all images in `batches` (each
         (B, C, H, W); chunks keep memory at one batch); a channel that is constant keeps
         std 1, so it is only centred."""
-        total = squares = None
-        count = 0
-        for images in batches:
-            x = images.double().transpose(0, 1).reshape(images.shape[1], -1)
-            s, q = x.sum(1), (x * x).sum(1)
-            total, squares = (s, q) if total is None else (total + s, squares + q)
-            count += x.shape[1]
-        if total is None:
+        def flat(images: torch.Tensor) -> torch.Tensor:
+            return images.float().transpose(0, 1).reshape(images.shape[1], -1)
+
+        it = iter(batches)
+        first = next(it, None)
+        if first is None:
             raise ValueError("InputNorm.fit needs at least one batch")
-        mean = total / count
-        std = (squares / count - mean * mean).clamp_min(0).sqrt()
+        second = next(it, None)
+        if second is None:  # one batch (every size to 128 px): float32, as runs so far had
+            x = flat(first)
+            mean, std = x.mean(1), x.std(1, correction=0)
+        else:  # chunks, one in memory at a time: exact float64 sums
+            total = squares = 0.0
+            count = 0
+            for images in itertools.chain((first, second), it):
+                x = flat(images).double()
+                total, squares = total + x.sum(1), squares + (x * x).sum(1)
+                count += x.shape[1]
+            mean = total / count
+            std = (squares / count - mean * mean).clamp_min(0).sqrt()
         std = torch.where(std > 1e-6, std, torch.ones_like(std))
         self.mean.copy_(mean.to(self.mean))
         self.std.copy_(std.to(self.std))
