@@ -1,0 +1,120 @@
+"""The built-in studies: one per question of the seed notebook, each at three scales.
+
+- smoke: seconds on a CPU (tests): 16 px (32 for the torchvision backbones), a few steps.
+- cpu: minutes on a 2-core laptop: 32 px, 600 steps at batch 64 (200 for the ResNets).
+- full: the notebook's scale for a GPU: 128 px, batch 512, Adam 1e-4, 1,900 steps (its
+  100 epochs of 10,000 samples).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnprobe.config import ConfigError
+from cnnprobe.studies.plan import StudyPlan, plan_from_dict
+
+SCALES = ("smoke", "cpu", "full")
+
+_SCALE_BASE: dict[str, dict[str, Any]] = {
+    "smoke": {"task.height": 16, "task.width": 16, "train.steps": 4, "train.batch_size": 16,
+              "train.val_size": 32, "train.bn_samples": 64, "train.lr": 1e-3,
+              "task.count_max": 4},
+    "cpu": {"task.height": 32, "task.width": 32, "train.steps": 600, "train.batch_size": 64,
+            "train.val_size": 1024, "train.lr": 1e-3},
+    "full": {"task.height": 128, "task.width": 128, "train.steps": 1900,
+             "train.batch_size": 512, "train.val_size": 2048, "train.lr": 1e-4},
+}
+BACKBONE_SMOKE = {"task.height": 32, "task.width": 32}  # their smallest input
+RESNET_CPU_STEPS = 200  # a ResNet step costs the most on a CPU (docs/benchmarks.md)
+
+_MODELS = ("seednet", "coordmlp", "plaincnn", "coordconv", "resnet18")
+
+
+def _variant(label: str, scale: str, **settings: Any) -> dict[str, Any]:
+    """A [[variant]] entry; backbones get their minimum size at smoke and fewer steps on
+    the CPU."""
+    over = {k.replace("__", "."): v for k, v in settings.items()}
+    if str(over.get("model.name", "")).startswith(("resnet", "mobilenet")):
+        if scale == "smoke":
+            over.update(BACKBONE_SMOKE)
+        elif scale == "cpu" and over["model.name"].startswith("resnet"):
+            over["train.steps"] = RESNET_CPU_STEPS
+    return {"label": label, "set": over}
+
+
+def _pooling(scale: str) -> dict[str, Any]:
+    return {"question": "Does pooling cap the accuracy?",
+            "base": {"model.name": "plaincnn"},
+            "axis": [{"field": "task.name", "values": ["distance", "count"]},
+                     {"field": "model.pool", "values": ["max", "avg", "stride", "none"]},
+                     {"field": "model.global_pool", "values": ["max", "avg"]}]}
+
+
+def _resolution(scale: str) -> dict[str, Any]:
+    return {"question": "Is what was learned resilient to new resolutions?",
+            "evaluations": ["resolution"],
+            "variant": [_variant("seednet", scale, model__name="seednet"),
+                        _variant("coordmlp-normalized", scale, model__name="coordmlp",
+                                 task__units="normalized"),
+                        _variant("plaincnn-normalized", scale, model__name="plaincnn",
+                                 task__units="normalized")]}
+
+
+def _pretrained(scale: str) -> dict[str, Any]:
+    return {"question": "Does a pretrained backbone already know distance?",
+            "variant": [_variant("resnet18-imagenet", scale, model__name="resnet18",
+                                 model__pretrained=True),
+                        _variant("resnet18-random", scale, model__name="resnet18"),
+                        _variant("seednet", scale, model__name="seednet")]}
+
+
+def _position(scale: str) -> dict[str, Any]:
+    variants = []
+    for split in ("uniform", "quadrant"):
+        for label, over in (("plaincnn", {"model__name": "plaincnn"}),
+                            ("coordconv", {"model__name": "coordconv"}),
+                            ("plaincnn-no-coords", {"model__name": "plaincnn",
+                                                    "task__coord_channels": False})):
+            variants.append(_variant(f"{label}-{split}", scale, task__split=split, **over))
+    return {"question": "Can a CNN place objects it never saw there (CoordConv's held-out "
+                        "quadrant)?",
+            "base": {"task.name": "locate"}, "evaluations": ["heldout"],
+            "metric": "heldout_mae", "variant": variants}
+
+
+def _distractors(scale: str) -> dict[str, Any]:
+    return {"question": "Is it resilient to additional objects at validation time?",
+            "base": {"model.name": "plaincnn"}, "evaluations": ["distractors"],
+            "axis": [{"field": "task.distractors", "values": [0, 3]}]}
+
+
+def _which_models(task: str, question: str) -> dict[str, Any]:
+    def build(scale: str) -> dict[str, Any]:
+        return {"question": question, "base": {"task.name": task},
+                "variant": [_variant(m, scale, model__name=m) for m in _MODELS]}
+    return build
+
+
+BUILTIN: dict[str, Any] = {
+    "resolution": _resolution,
+    "pretrained": _pretrained,
+    "pooling": _pooling,
+    "position": _position,
+    "distractors": _distractors,
+    "count": _which_models("count", "Which models can count?"),
+    "area": _which_models("area", "Which models can measure the area of a rectangle?"),
+}
+
+
+def builtin_plan(name: str, scale: str = "cpu", *, seeds: int | None = None) -> StudyPlan:
+    """The built-in study `name` at `scale`; ConfigError names what is unknown."""
+    if name not in BUILTIN:
+        raise ConfigError("study", name, f"a built-in study ({', '.join(BUILTIN)}) or a plan "
+                          "file ending in .toml")
+    if scale not in SCALES:
+        raise ConfigError("scale", scale, f"one of {', '.join(SCALES)}")
+    data = BUILTIN[name](scale)
+    data["base"] = {**_SCALE_BASE[scale], **data.get("base", {})}
+    data["name"] = name
+    data.setdefault("seeds", 2 if scale == "smoke" else 3)
+    return plan_from_dict(data, source=f"built-in study {name} ({scale})", seeds=seeds)
