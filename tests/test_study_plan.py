@@ -39,12 +39,12 @@ def plan_file(tmp_path, text: str):
 def test_axes_are_crossed_and_every_trial_is_a_checked_config(tmp_path):
     plan = load_plan(plan_file(tmp_path, GOOD))
     assert [v.label for v in plan.variants] == [
-        "pool=max, global_pool=max", "pool=max, global_pool=avg",
-        "pool=avg, global_pool=max", "pool=avg, global_pool=avg"]
+        "pool=max,global_pool=max", "pool=max,global_pool=avg",
+        "pool=avg,global_pool=max", "pool=avg,global_pool=avg"]
     trials = plan.trials()
     assert len(trials) == 8 and plan.seeds == (0, 1) and plan.evaluations == ("resolution",)
     t = trials[3]
-    assert (t.variant, t.seed) == ("pool=max, global_pool=avg", 1)
+    assert (t.variant, t.seed) == ("pool=max,global_pool=avg", 1)
     assert (t.config.model.pool, t.config.model.global_pool) == ("max", "avg")
     assert (t.config.task.height, t.config.train.steps, t.config.train.seed) == (16, 3, 1)
     assert "study:pool" in t.tags and f"trial:{t.key}" in t.tags
@@ -98,7 +98,7 @@ def test_a_bad_plan_is_one_line_naming_the_file_and_key(tmp_path, edit, words):
 def test_a_bad_axis_value_names_the_variant(tmp_path):
     text = GOOD.replace('field = "model.global_pool"\nvalues = ["max", "avg"]',
                         'field = "model.global_pool"\nvalues = ["max", "median"]')
-    with pytest.raises(ConfigError, match="variant 'pool=max, global_pool=median': "
+    with pytest.raises(ConfigError, match="variant 'pool=max,global_pool=median': "
                                           "model.global_pool='median'"):
         load_plan(plan_file(tmp_path, text))
 

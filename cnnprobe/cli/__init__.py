@@ -16,7 +16,15 @@ from typing import NoReturn
 from rich.console import Console
 
 from cnnprobe import __version__
-from cnnprobe.cli import catalog, evaluation, exporting, inspecting, records, training
+from cnnprobe.cli import (
+    catalog,
+    evaluation,
+    exporting,
+    inspecting,
+    records,
+    studying,
+    training,
+)
 from cnnprobe.cli.flags import add_config_flags, config_from_args
 from cnnprobe.config import ConfigError
 from cnnprobe.report.files import ExportError
@@ -49,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help=STORE_HELP)
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (training, evaluation, inspecting, records, exporting, catalog):
+    for module in (training, evaluation, inspecting, records, exporting, catalog, studying):
         module.add_parsers(sub, common)
     return parser
 

@@ -145,7 +145,7 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
 
 
 def _label(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
 
 
 def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
@@ -182,7 +182,10 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
                     v.get("set", {}), dict):
                 raise ConfigError(at, v, "a table with label and set = { setting = value }")
             over = dict(v.get("set", {}))
-            variants.append(Variant(str(v.get("label") or _label(over) or "base"), over))
+            label = str(v.get("label") or _label(over) or "base")
+            if any(c.isspace() for c in label):
+                raise ConfigError(f"{at}: label", label, "one word (it becomes a tag)")
+            variants.append(Variant(label, over))
     else:
         grids = []
         for i, ax in enumerate(axes):
@@ -196,7 +199,7 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
             grids.append([(ax["field"], val) for val in values])
         for combo in itertools.product(*grids):
             over = dict(combo)
-            variants.append(Variant(_label(over) or "base", over))
+            variants.append(Variant(_label(over).replace(" ", "_") or "base", over))
     labels = [v.label for v in variants]
     if len(set(labels)) != len(labels):
         dup = next(lab for lab in labels if labels.count(lab) > 1)

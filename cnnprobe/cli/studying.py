@@ -1,0 +1,110 @@
+"""`cnnprobe study run` and `study show`: a study's trials trained into the store (only the
+missing ones), and its per-variant statistics with a computed verdict."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnprobe.cli.tables import print_json
+from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.report.formatting import num
+from cnnprobe.store import RunStore
+
+PLAN_HELP = "a built-in study (resolution, pretrained, pooling, position, distractors, " \
+            "count, area) or a plan file ending in .toml"
+
+
+def _plan(args: argparse.Namespace):
+    from cnnprobe.studies import builtin_plan, load_plan
+
+    if args.study.endswith(".toml"):
+        return load_plan(args.study, seeds=args.seeds)
+    return builtin_plan(args.study, args.scale, seeds=args.seeds)
+
+
+def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.studies.runner import run_study
+
+    plan = _plan(args)  # a bad plan stops here, before anything is stored
+    trials = plan.trials()
+    if not args.json:
+        console.print(f"study [bold]{plan.name}[/bold]: {len(plan.variants)} variants × "
+                      f"{len(plan.seeds)} seeds = {len(trials)} trials ({plan.source})",
+                      highlight=False)
+    done = [0]
+
+    def on_trial(trial, what: str, rec) -> None:
+        if what == "training":
+            return
+        done[0] += 1
+        if not args.json:
+            mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics else "-"
+            console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
+                          f"{what} ({plan.metric} {mae})", highlight=False)
+
+    with first_ctrl_c_cancels(console, "stopping the study after this step") as cancel:
+        progress = run_study(store, plan, cancel=cancel, retry_failed=args.retry_failed,
+                             on_trial=on_trial)
+    if args.json:
+        print_json({"study": plan.name, "trained": progress.trained, "kept": progress.kept,
+                    "failed": progress.failed, "cancelled": progress.cancelled})
+    else:
+        console.print(f"trained {len(progress.trained)}, kept {len(progress.kept)}, failed "
+                      f"{len(progress.failed)}" + ("; stopped: run it again to continue"
+                                                   if progress.cancelled else ""),
+                      highlight=False)
+    return 130 if progress.cancelled else 0
+
+
+def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.studies.report import study_report
+
+    report = study_report(store, _plan(args))
+    if args.json:
+        print_json(report.as_dict())
+        return 0
+    console.print(f"study [bold]{report.name}[/bold]: {report.question}", highlight=False)
+    metrics = [m for m in ("mae", "rmse", "r2", "accuracy", "heldout_mae")
+               if any(m in ms for ms in report.variants.values())]
+    table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
+    table.add_column("variant")
+    table.add_column("trials")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for label, ms in report.variants.items():
+        status = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses[label].items()))
+        cells = []
+        for m in metrics:
+            s = ms.get(m)
+            cells.append("-" if s is None or s.n == 0 else
+                         f"{num(s.mean)} ± {num(s.std, 2)} ({s.n})\n"
+                         f"[{num(s.ci95[0], 3)}, {num(s.ci95[1], 3)}]")
+        table.add_row(label, status or "none yet", *cells)
+    console.print(table)
+    if report.missing:
+        console.print(f"{report.missing} trials not run yet: `cnnprobe study run "
+                      f"{args.study}` trains them", highlight=False)
+    for group, text in report.verdicts.items():
+        console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("study", help="run a study (configs × seeds) and report it",
+                       description="A study answers one question with a grid of run "
+                                   "configs × seeds; every trial is an ordinary stored run.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, func, text in (("run", cmd_study_run, "train the trials not yet in the store"),
+                             ("show", cmd_study_show, "per-variant statistics and verdict")):
+        v = verbs.add_parser(verb, parents=[common], help=text, description=text)
+        v.add_argument("study", help=PLAN_HELP)
+        v.add_argument("--scale", choices=("smoke", "cpu", "full"), default="cpu",
+                       help="a built-in study's scale (default: cpu)")
+        v.add_argument("--seeds", type=int, help="seeds per variant (default: the plan's)")
+        if verb == "run":
+            v.add_argument("--retry-failed", action="store_true",
+                           help="train failed trials again")
+        v.set_defaults(func=func)

@@ -1,0 +1,106 @@
+"""Running and reporting a study: the smoke pooling study end to end, resumed after a stop
+without duplicates, statistics checked by hand, and bad plans refused before storing."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+from cnnprobe.cli import main
+from cnnprobe.store import RunStore
+from cnnprobe.studies import builtin_plan
+from cnnprobe.studies.report import study_report, summarise, verdict
+from cnnprobe.studies.runner import run_study, trial_records
+
+
+def test_summary_by_hand():
+    s = summarise([1.0, 2.0, 3.0])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
+    half = 4.303 * 1.0 / math.sqrt(3)  # t(0.975, df=2)
+    assert s.ci95 == pytest.approx((2 - half, 2 + half))
+    assert summarise([]).n == 0 and summarise([5.0]).std == 0.0
+
+
+def test_verdict_is_computed_from_the_numbers():
+    clear = {"a": {"mae": summarise([1.0, 1.1, 0.9])}, "b": {"mae": summarise([3, 3.1, 2.9])}}
+    assert verdict("mae", clear).startswith("a has the lowest mae")
+    assert "larger than the seeds' spread" in verdict("mae", clear)
+    close = {"a": {"mae": summarise([1.0, 3.0])}, "b": {"mae": summarise([1.5, 2.9])}}
+    assert "within the seeds' spread" in verdict("mae", close)
+    r2 = {"a": {"r2": summarise([0.2, 0.3])}, "b": {"r2": summarise([0.9, 0.95])}}
+    assert verdict("r2", r2).startswith("b has the highest r2")
+
+
+def test_smoke_pooling_study_runs_reports_and_does_not_repeat(tmp_path, capsys):
+    root = str(tmp_path / "store")
+    assert main(["--store", root, "study", "run", "pooling", "--scale", "smoke", "--seeds",
+                 "2", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(first["trained"]) == 32 and first["kept"] == [] and first["failed"] == []
+    assert main(["--store", root, "study", "show", "pooling", "--scale", "smoke", "--seeds",
+                 "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["variants"]) == 16 and report["missing"] == 0
+    for v in report["variants"].values():
+        mae = v["metrics"]["mae"]
+        assert mae["n"] == 2 and mae["std"] >= 0 and v["statuses"] == {"finished": 2}
+    assert set(report["verdicts"]) == {"distance", "count"}
+    assert all("has the lowest mae" in t for t in report["verdicts"].values())
+    # Independent recomputation of one variant's mean from its stored runs.
+    store = RunStore(root)
+    label, v = next(iter(report["variants"].items()))
+    maes = [store.get(r).metrics["mae"] for r in v["runs"]]
+    assert v["metrics"]["mae"]["mean"] == pytest.approx(sum(maes) / 2)
+    n_runs = len(store.list_runs())
+    assert main(["--store", root, "study", "run", "pooling", "--scale", "smoke", "--seeds",
+                 "2", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["trained"] == [] and len(again["kept"]) == 32
+    assert len(store.list_runs()) == n_runs
+
+
+def test_a_stopped_study_continues_without_duplicates(tmp_path):
+    store = RunStore(tmp_path)
+    plan = builtin_plan("distractors", "smoke", seeds=2)  # 4 trials, sweeps included
+    cancel = threading.Event()
+    seen = []
+
+    def on_trial(trial, what, rec):
+        seen.append(what)
+        if what == "finished" and seen.count("finished") == 2:
+            cancel.set()  # as Ctrl-C after the second trial
+
+    first = run_study(store, plan, cancel=cancel, on_trial=on_trial)
+    assert first.cancelled and len(first.trained) == 2
+    second = run_study(store, plan)
+    assert len(second.kept) == 2 and len(second.trained) == 2
+    records = trial_records(store, "distractors")
+    assert len(records) == 4 == len(store.list_runs(tag="study:distractors"))
+    assert {r.status for r in records.values()} == {"finished"}
+    assert all(store.sweep(r.id, "distractors") is not None for r in records.values())
+    report = study_report(store, plan)
+    assert report.missing == 0 and all(ms["mae"].n == 2 for ms in report.variants.values())
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["study", "run", "pooing"], "study='pooing'"),
+    (["study", "run", "pooling", "--scale", "smoke", "--seeds", "0"], "seeds"),
+    (["study", "run", "missing.toml"], "plan='missing.toml'"),
+])
+def test_a_bad_study_is_one_line_and_stores_nothing(tmp_path, capsys, argv, words):
+    root = tmp_path / "store"
+    code = main(["--store", str(root), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    assert RunStore(root).list_runs() == []
+
+
+def test_a_bad_plan_file_is_one_line(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_text('name = "x"\n[[axis]]\nfield = "model.pool"\nvalues = []\n')
+    code = main(["--store", str(tmp_path / "s"), "study", "run", str(plan)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "axis 1 (model.pool): values" in err[0]
