@@ -104,3 +104,20 @@ def test_a_bad_plan_file_is_one_line(tmp_path, capsys):
     code = main(["--store", str(tmp_path / "s"), "study", "run", str(plan)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "axis 1 (model.pool): values" in err[0]
+
+
+def test_study_list_and_rm(tmp_path, capsys):
+    root = str(tmp_path / "store")
+    store = RunStore(root)
+    run_study(store, builtin_plan("distractors", "smoke", seeds=1))
+    unrelated = len(store.list_runs())
+    assert main(["--store", root, "study", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"study": "distractors", "trials": {"finished": 2}}]
+    assert main(["--store", root, "study", "rm", "distractors"]) == 1  # no terminal, no --yes
+    assert "pass --yes" in capsys.readouterr().err
+    assert len(store.list_runs()) == unrelated
+    assert main(["--store", root, "study", "rm", "distractors", "--yes"]) == 0
+    assert store.list_runs() == []
+    assert main(["--store", root, "study", "rm", "distractors", "--yes"]) == 1
+    assert "no study 'distractors'" in capsys.readouterr().err

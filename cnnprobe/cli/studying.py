@@ -4,6 +4,7 @@ missing ones), and its per-variant statistics with a computed verdict."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -11,7 +12,7 @@ from rich.table import Table
 from cnnprobe.cli.tables import print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.report.formatting import num
-from cnnprobe.store import RunStore
+from cnnprobe.store import RunStore, StoreError
 
 PLAN_HELP = "a built-in study (resolution, pretrained, pooling, position, distractors, " \
             "count, area) or a plan file ending in .toml"
@@ -92,6 +93,51 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     return 0
 
 
+def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.studies.runner import stored_studies
+
+    studies = stored_studies(store)
+    if args.json:
+        print_json([{"study": s, "trials": counts} for s, counts in studies.items()])
+        return 0
+    if not studies:
+        console.print("no studies in this store: `cnnprobe study run pooling --scale smoke` "
+                      "runs one", highlight=False)
+        return 0
+    table = Table(title=f"studies in {store.root}")
+    table.add_column("study")
+    table.add_column("trials", justify="right")
+    table.add_column("by status")
+    for name, counts in studies.items():
+        table.add_row(name, str(sum(counts.values())),
+                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    console.print(table)
+    return 0
+
+
+def cmd_study_rm(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    records = store.list_runs(tag=f"study:{args.study}")
+    if not records:
+        raise StoreError(f"no study {args.study!r} in {store.root}: `cnnprobe study list` "
+                         "lists them")
+    running = [r for r in records if r.status == "running"]
+    if running:
+        raise StoreError(f"study {args.study} has {len(running)} running trials (e.g. "
+                         f"{running[0].short_id}): stop them first")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StoreError("refusing to delete without confirmation: pass --yes")
+        answer = console.input(f"delete study {args.study}: {len(records)} runs and their "
+                               "files? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("nothing deleted")
+            return 1
+    for rec in records:
+        store.delete(rec.id)
+    console.print(f"deleted study {args.study}: {len(records)} runs", highlight=False)
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("study", help="run a study (configs × seeds) and report it",
                        description="A study answers one question with a grid of run "
@@ -108,3 +154,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
             v.add_argument("--retry-failed", action="store_true",
                            help="train failed trials again")
         v.set_defaults(func=func)
+    v = verbs.add_parser("list", parents=[common], help="the studies in the store",
+                         description="The studies with trials in the store.")
+    v.set_defaults(func=cmd_study_list)
+    v = verbs.add_parser("rm", parents=[common], help="delete a study's trials (asks first)",
+                         description="Delete every run of a study, with its files.")
+    v.add_argument("study", help="the study's name")
+    v.add_argument("--yes", action="store_true", help="do not ask")
+    v.set_defaults(func=cmd_study_rm)

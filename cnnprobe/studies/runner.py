@@ -35,6 +35,17 @@ def study_tag(name: str) -> str:
     return f"study:{name}"
 
 
+def stored_studies(store: RunStore) -> dict[str, dict[str, int]]:
+    """Every study with trials in the store: name -> trials by status."""
+    out: dict[str, dict[str, int]] = {}
+    for rec in store.list_runs():
+        for tag in rec.tags:
+            if tag.startswith("study:"):
+                counts = out.setdefault(tag.split(":", 1)[1], {})
+                counts[rec.status] = counts.get(rec.status, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def trial_records(store: RunStore, name: str) -> dict[str, RunRecord]:
     """The study's stored trials by trial key (the newest record of a key wins)."""
     out: dict[str, RunRecord] = {}
