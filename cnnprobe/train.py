@@ -108,15 +108,18 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
         for cb in callbacks:
             cb(event)
 
-    def evaluate(region: str = "train") -> Evaluation:
-        # Statistics recalibrated at these weights, then put back: training goes on with its own.
+    def evaluate(*regions: str) -> list[Evaluation]:
+        # Statistics recalibrated once at these weights for every region, then put back:
+        # training goes on with its own.
         with evaluation_state(model, cfg, device, weights="last", step=step) as how:
-            ev = predict(model, cfg.task, tr.val_size, seed=tr.seed,
-                         stream="heldout" if region == "heldout" else "val", device=device,
-                         batch_size=min(tr.batch_size, 512), amp=tr.amp,
-                         distractors=cfg.task.eval_distractor_count, region=region)
-        ev.measured = how
-        return ev
+            evs = [predict(model, cfg.task, tr.val_size, seed=tr.seed,
+                           stream="heldout" if region == "heldout" else "val", device=device,
+                           batch_size=min(tr.batch_size, 512), amp=tr.amp,
+                           distractors=cfg.task.eval_distractor_count, region=region)
+                   for region in regions]
+        for ev in evs:
+            ev.measured = how
+        return evs
 
     emit(RunStarted(total, step, str(device), result.device_name, count_parameters(model)))
     start = time.perf_counter()
@@ -165,7 +168,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
                 emit(event)
 
             if step % tr.eval_interval == 0 or step == total:
-                last_eval = evaluate()
+                (last_eval,) = evaluate("train")
                 is_best = last_eval.metrics["mae"] < best
                 best = min(best, last_eval.metrics["mae"])
                 result.val_history.append({"step": step, **last_eval.metrics})
@@ -180,11 +183,13 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
 
     if result.status != "failed" and step > 0:
         try:
-            result.evaluation = last_eval or evaluate()
+            regions = ([] if last_eval else ["train"]) + (
+                ["heldout"] if cfg.task.split == "quadrant" else [])
+            evs = evaluate(*regions) if regions else []
+            result.evaluation = last_eval or evs.pop(0)
             result.final_metrics = dict(result.evaluation.metrics)
             result.measured = dict(result.evaluation.measured)
-            if cfg.task.split == "quadrant":
-                held = evaluate("heldout")
+            for held in evs:  # the held-out quadrant, at the same statistics
                 result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
         except Exception as exc:  # noqa: BLE001
             result.status, result.reason = "failed", _reason(exc)

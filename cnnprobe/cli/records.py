@@ -138,20 +138,29 @@ def _ckpt_step(store: RunStore, run_id: str, which: str) -> str:
         return "unreadable"
 
 
+def confirm_delete(console: Console, yes: bool, what: str) -> bool:
+    """Whether to delete `what`: yes with --yes, else asked on a terminal; StoreError
+    without one (a script must say --yes)."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise StoreError("refusing to delete without confirmation: pass --yes")
+    answer = console.input(f"delete {what}? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    console.print("nothing deleted")
+    return False
+
+
 def cmd_rm(args: argparse.Namespace, console: Console, store: RunStore) -> int:
     records = [store.get(store.resolve(r)) for r in args.runs]  # all found before any goes
     for rec in records:
         if rec.status == "running":
             raise StoreError(f"run {rec.short_id} is still running (pid {rec.pid} on "
                              f"{rec.host}): stop it first")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise StoreError("refusing to delete without confirmation: pass --yes")
-        names = ", ".join(f"{r.short_id} ({r.name}, {r.status})" for r in records)
-        answer = console.input(f"delete {names} and its files? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            console.print("nothing deleted")
-            return 1
+    names = ", ".join(f"{r.short_id} ({r.name}, {r.status})" for r in records)
+    if not confirm_delete(console, args.yes, f"{names} and its files"):
+        return 1
     for rec in records:
         store.delete(rec.id)
         console.print(f"deleted run {rec.id} ({rec.name})", highlight=False)

@@ -4,11 +4,11 @@ missing ones), and its per-variant statistics with a computed verdict."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rich.console import Console
 from rich.table import Table
 
+from cnnprobe.cli.records import confirm_delete
 from cnnprobe.cli.tables import print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.report.formatting import num
@@ -124,14 +124,9 @@ def cmd_study_rm(args: argparse.Namespace, console: Console, store: RunStore) ->
     if running:
         raise StoreError(f"study {args.study} has {len(running)} running trials (e.g. "
                          f"{running[0].short_id}): stop them first")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise StoreError("refusing to delete without confirmation: pass --yes")
-        answer = console.input(f"delete study {args.study}: {len(records)} runs and their "
-                               "files? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            console.print("nothing deleted")
-            return 1
+    if not confirm_delete(console, args.yes,
+                          f"study {args.study}: {len(records)} runs and their files"):
+        return 1
     for rec in records:
         store.delete(rec.id)
     console.print(f"deleted study {args.study}: {len(records)} runs", highlight=False)
