@@ -330,3 +330,15 @@ def test_train_help_says_what_model_width_is():
     text = " ".join(sub.format_help().split())
     assert "--model-width N plaincnn, coordconv: channels of the first conv block" in text
     assert "--width N image width in pixels" in text
+
+
+def test_a_quadrant_run_reports_its_held_out_error_at_the_same_statistics(tmp_path):
+    store = RunStore(tmp_path)
+    cfg = bn_config()
+    cfg = replace(cfg, task=replace(cfg.task, split="quadrant"))
+    rid, result = train_run(store, cfg)
+    m = result.final_metrics
+    assert "heldout_mae" in m and "mae" in m and result.measured["batchnorm"] == "recalibrated"
+    held = evaluate_run(store, rid, which="last", region="heldout", n=64, device="cpu")
+    assert held.metrics["mae"] == pytest.approx(m["heldout_mae"])
+    assert held.measured == result.measured
