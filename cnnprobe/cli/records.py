@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnnprobe.cli.tables import (
@@ -145,7 +146,7 @@ def confirm_delete(console: Console, yes: bool, what: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise StoreError("refusing to delete without confirmation: pass --yes")
-    answer = console.input(f"delete {what}? [y/N] ")
+    answer = console.input(f"delete {escape(what)}? \\[y/N] ")  # not rich markup
     if answer.strip().lower() in ("y", "yes"):
         return True
     console.print("nothing deleted")
