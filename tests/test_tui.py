@@ -407,6 +407,23 @@ def tiny_view():
     return RunView("x" * 32, tiny(8))
 
 
+async def test_a_run_loaded_while_the_tabs_are_gone_is_ignored(store_dir):
+    """A worker's RunLoaded can arrive while the app closes and the plot tabs are already
+    unmounted (seen in CI): it must not raise NoMatches."""
+    from textual.widgets import TabbedContent
+    from tui.messages import RunLoaded
+
+    app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
+    async with app.run_test(size=WIDE) as pilot:
+        view = tiny_view()
+        view.status = "finished"
+        app.viewed_id = view.run_id
+        await app.plots.query_one(TabbedContent).remove()
+        app.post_message(RunLoaded(view))
+        await pilot.pause(0.1)
+        assert app.is_running and app.views[view.run_id] is view
+
+
 def test_store_flag_parses():
     args = build_parser().parse_args(["--store", "/tmp/x", "--theme", "light"])
     assert (args.store, args.theme, args.preset) == ("/tmp/x", "light", "quick")

@@ -72,19 +72,22 @@ class PlotsPane(Vertical):
         self.redraw()
 
     def redraw(self, force: bool = False) -> bool:
-        """Draw the visible tab if its data changed; the others draw when shown."""
-        if not self.is_mounted:
+        """Draw the visible tab if its data changed; the others draw when shown.
+
+        A run loaded by a worker can arrive while the app is closing and the tabs are
+        already gone: then there is nothing to draw."""
+        if not self.is_mounted or not self.query(TabbedContent):
             return False
         tab = self.active
-        if tab == "loss":
-            return self.query_one(LossPlot).show(self.view, force=force)
-        if tab == "predictions":
-            return self.query_one(PredictionsView).show(self.view, force=force)
-        if tab == "errors":
-            return self.query_one(ErrorsPlot).show(self.view, force=force)
-        if tab == "sweep":
-            return self.query_one(SweepPlot).show(self.view, force=force)
-        return self.query_one(ComparePlot).show_many(self.compare, force=force)
+        kind = {"loss": LossPlot, "predictions": PredictionsView, "errors": ErrorsPlot,
+                "sweep": SweepPlot}.get(tab, ComparePlot)
+        widgets = self.query(kind)
+        if not widgets:
+            return False
+        widget = widgets.first()
+        if kind is ComparePlot:
+            return widget.show_many(self.compare, force=force)
+        return widget.show(self.view, force=force)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.redraw()
