@@ -326,7 +326,8 @@ class CnnprobeApp(LabActions, App[None]):
         self.post_message(ModelTableReady(cached_model_table()))
 
     def on_model_table_ready(self, message: ModelTableReady) -> None:
-        self.query_one(ModelPane).set_model_rows(message.rows)
+        for pane in self.query(ModelPane):  # none when the table arrives as the app closes
+            pane.set_model_rows(message.rows)
 
     def action_train(self) -> None:
         cfg = self.revalidate()
