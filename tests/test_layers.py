@@ -121,7 +121,8 @@ def _loaded(module: str) -> set[str]:
 @pytest.mark.parametrize("module", ["cnnprobe", "cnnprobe.config", "cnnprobe.measurement",
                                     "cnnprobe.events", "cnnprobe.store",
                                     "cnnprobe.report.formatting", "cnnprobe.report.summary",
-                                    "cnnprobe.report.markdown", "cnnprobe.studies"])
+                                    "cnnprobe.report.markdown", "cnnprobe.report.study",
+                                    "cnnprobe.studies", "cnnprobe.studies.report"])
 def test_torch_free_layers_import_no_torch_and_no_textual(module):
     assert _loaded(module) == set()
 

@@ -1,5 +1,6 @@
-"""`cnnprobe study run` and `study show`: a study's trials trained into the store (only the
-missing ones), and its per-variant statistics with a computed verdict."""
+"""`cnnprobe study run`, `study show` and `study export`: a study's trials trained into the
+store (only the missing ones), and its per-variant statistics (final metrics, sweeps,
+re-evaluations) with a computed verdict and plots, on the terminal or in files."""
 
 from __future__ import annotations
 
@@ -60,36 +61,101 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     return 130 if progress.cancelled else 0
 
 
-def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+def _command(args: argparse.Namespace, plan) -> str:
+    """The command that trains the study's missing trials (and, as `study show` with the
+    same arguments, reports it)."""
+    if args.study.endswith(".toml"):
+        seeds = f" --seeds {len(plan.seeds)}" if plan.seeds == tuple(range(len(plan.seeds))) \
+            else ""
+        return f"cnnprobe study run {args.study}{seeds}"
+    return f"cnnprobe study run {plan.name} --scale {args.scale} --seeds {len(plan.seeds)}"
+
+
+def _report(args: argparse.Namespace, store: RunStore):
     from cnnprobe.studies.report import study_report
 
-    report = study_report(store, _plan(args))
+    plan = _plan(args)
+    return study_report(store, plan, command=_command(args, plan))
+
+
+def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.report.study import (
+        SHOWN_METRICS,
+        evaluation_settings,
+        interval,
+        mean_sd,
+        plots,
+        sweep_kinds,
+        sweep_table_rows,
+    )
+
+    report = _report(args, store)
+    data = report.as_dict()
     if args.json:
-        print_json(report.as_dict())
+        print_json(data)
         return 0
     console.print(f"study [bold]{report.name}[/bold]: {report.question}", highlight=False)
-    metrics = [m for m in ("mae", "rmse", "r2", "accuracy", "heldout_mae")
+    metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
+    metrics = list(dict.fromkeys(metrics))
     table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
     table.add_column("variant")
     table.add_column("trials")
     for m in metrics:
         table.add_column(m, justify="right")
-    for label, ms in report.variants.items():
-        status = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses[label].items()))
+    for label, v in data["variants"].items():
+        status = ", ".join(f"{n} {s}" for s, n in sorted(v["statuses"].items()))
         cells = []
         for m in metrics:
-            s = ms.get(m)
-            cells.append("-" if s is None or s.n == 0 else
-                         f"{num(s.mean)} ± {num(s.std, 2)} ({s.n})\n"
-                         f"[{num(s.ci95[0], 3)}, {num(s.ci95[1], 3)}]")
-        table.add_row(label, status or "none yet", *cells)
+            s = v["metrics"].get(m)
+            cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
+        table.add_row(label, status or "none yet", *cells, end_section=len(metrics) > 0)
     console.print(table)
+    for kind in sweep_kinds(data):
+        header, rows = sweep_table_rows(data, kind)
+        sweep = Table(title=f"{kind} sweep: {data['sweep_metrics'][kind]}, mean ± SD (n)")
+        sweep.add_column("variant")
+        for h in header[1:]:
+            sweep.add_column(h, justify="right")
+        for row in rows:
+            sweep.add_row(*row)
+        console.print(sweep)
+    settings = evaluation_settings(data)
+    if settings:
+        ev = Table(title="re-evaluations: mae, mean ± SD (n)")
+        ev.add_column("variant")
+        for setting in settings:
+            ev.add_column(setting, justify="right")
+        for label, v in data["variants"].items():
+            ev.add_row(label, *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
+                                for s in settings))
+        console.print(ev)
     if report.missing:
-        console.print(f"{report.missing} trials not run yet: `cnnprobe study run "
-                      f"{args.study}` trains them", highlight=False)
+        console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
+                      highlight=False, markup=False)
     for group, text in report.verdicts.items():
-        console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False)
+        console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False,
+                      markup=False)
+    if not args.no_plots:
+        for plot in plots(data):
+            console.print(plot, highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.report.formatting import slug
+    from cnnprobe.report.study import export_study
+
+    report = _report(args, store)
+    stem = f"study-{slug(report.name)}" + ("" if args.study.endswith(".toml") else
+                                           f"-{args.scale}")
+    written = export_study(report.as_dict(), args.format, args.out, force=args.force,
+                           stem=stem)
+    if args.json:
+        print_json({"files": [str(p) for p in written]})
+    else:
+        for path in written:  # whole, for scripts: a long path is not wrapped
+            console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
@@ -139,7 +205,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                                    "configs × seeds; every trial is an ordinary stored run.")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb, func, text in (("run", cmd_study_run, "train the trials not yet in the store"),
-                             ("show", cmd_study_show, "per-variant statistics and verdict")):
+                             ("show", cmd_study_show, "per-variant statistics and verdict"),
+                             ("export", cmd_study_export,
+                              "write the report to a file (md, json or csv)")):
         v = verbs.add_parser(verb, parents=[common], help=text, description=text)
         v.add_argument("study", help=PLAN_HELP)
         v.add_argument("--scale", choices=("smoke", "cpu", "full"), default="cpu",
@@ -148,6 +216,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         if verb == "run":
             v.add_argument("--retry-failed", action="store_true",
                            help="train failed trials again")
+        if verb == "show":
+            v.add_argument("--no-plots", action="store_true",
+                           help="leave out the text plots")
+        if verb == "export":
+            v.add_argument("--format", choices=("md", "json", "csv"), default="md",
+                           help="md (tables, verdict, plots), json or csv (default: md)")
+            v.add_argument("--out", metavar="PATH", help="a file, or a folder (existing, or "
+                           "ending in /); default: exports/")
+            v.add_argument("--force", action="store_true", help="overwrite existing files")
         v.set_defaults(func=func)
     v = verbs.add_parser("list", parents=[common], help="the studies in the store",
                          description="The studies with trials in the store.")

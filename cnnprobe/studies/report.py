@@ -1,5 +1,8 @@
 """A study's numbers: per variant the mean, SD, n and 95% interval of every final metric,
-and a verdict computed from them (never written by hand). Torch-free."""
+of every metric at each point of its stored sweeps (resolution, distractors) and of its
+saved re-evaluations, and a verdict computed from them (never written by hand).
+Torch-free; the writers of its files (Markdown, JSON, CSV, plots) are in
+cnnprobe/report/study.py and take `StudyReport.as_dict()`."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 HIGHER_IS_BETTER = ("r2", "accuracy")
+STUDY_FORMAT = "cnnprobe.study/1"
+NOT_METRICS = ("n",)  # sample counts, not measurements
 
 
 @dataclass
@@ -55,12 +60,44 @@ class StudyReport:
     verdicts: dict[str, str]  # task -> verdict among the variants on that task ("": all)
     missing: int = 0  # trials of the plan not in the store
     runs: dict[str, list[str]] = field(default_factory=dict)  # label -> run ids
+    # label -> sweep kind -> swept value (a resolution, a distractor count) -> metric -> summary
+    sweeps: dict[str, dict[str, dict[float, dict[str, Summary]]]] = field(
+        default_factory=dict)
+    # label -> re-evaluation setting ("64x64, 3 distractors") -> metric -> summary
+    evaluations: dict[str, dict[str, dict[str, Summary]]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()
+    source: str = ""  # the plan file, or "built-in study NAME (SCALE)"
+    command: str = ""  # the command that reproduces the study, when the caller knows it
+    tasks: dict[str, str] = field(default_factory=dict)  # label -> task name
+
+    def sweep_kinds(self) -> list[str]:
+        """The sweep kinds any variant has, in a fixed order."""
+        return sorted({k for by_kind in self.sweeps.values() for k in by_kind}, reverse=True)
+
+    def sweep_metric(self, kind: str) -> str:
+        """The metric a sweep is read by: the study's when its tables hold it, else mae."""
+        held = {m for by_kind in self.sweeps.values()
+                for point in by_kind.get(kind, {}).values() for m in point}
+        return self.metric if self.metric in held else "mae"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "question": self.question, "metric": self.metric,
-                "verdicts": self.verdicts, "missing": self.missing,
-                "variants": {v: {"metrics": {m: s.as_dict() for m, s in ms.items()},
-                                 "statuses": self.statuses[v], "runs": self.runs[v]}
+        """Plain, JSON-ready data: what `study show --json` prints and the exports write."""
+        def sweeps(label: str) -> dict[str, list[dict[str, Any]]]:
+            return {kind: [{"point": point, "metrics": {m: s.as_dict() for m, s in ms.items()}}
+                           for point, ms in sorted(points.items())]
+                    for kind, points in self.sweeps.get(label, {}).items()}
+
+        return {"format": STUDY_FORMAT, "name": self.name, "question": self.question,
+                "metric": self.metric, "source": self.source, "seeds": list(self.seeds),
+                "command": self.command, "verdicts": self.verdicts, "missing": self.missing,
+                "sweep_metrics": {k: self.sweep_metric(k) for k in self.sweep_kinds()},
+                "variants": {v: {"task": self.tasks.get(v, ""),
+                                 "metrics": {m: s.as_dict() for m, s in ms.items()},
+                                 "statuses": self.statuses[v], "runs": self.runs[v],
+                                 "sweeps": sweeps(v),
+                                 "evaluations": {
+                                     setting: {m: s.as_dict() for m, s in ms2.items()}
+                                     for setting, ms2 in self.evaluations.get(v, {}).items()}}
                              for v, ms in self.variants.items()}}
 
 
@@ -87,10 +124,71 @@ def verdict(metric: str, variants: dict[str, dict[str, Summary]]) -> str:
             f"{second} {s.mean:.4g} ± {s.std:.2g} (n={s.n}); the lead of {lead:.3g} is {how}")
 
 
-def study_report(store: RunStore, plan: StudyPlan) -> StudyReport:
-    """The report of a study from its stored trials."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar as plain Python."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _number(value: Any) -> float | None:
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def evaluation_setting(options: dict[str, Any]) -> str:
+    """A re-evaluation's setting in words: "64x64", "32x32, 3 distractors, heldout",
+    "fine-tuned at 75x75"."""
+    size = f"{options.get('height')}x{options.get('width')}"
+    if options.get("kind") == "finetune":
+        return f"fine-tuned at {size}"
+    parts = [size]
+    if options.get("distractors"):
+        parts.append(f"{options['distractors']} distractors")
+    if options.get("region", "train") != "train":
+        parts.append(str(options["region"]) + (f" ({options['quadrant']})"
+                                               if options.get("quadrant") else ""))
+    if options.get("which", "last") != "last":
+        parts.append(f"{options['which']} weights")
+    return ", ".join(parts)
+
+
+def _trial_sweeps(store: RunStore, run_id: str) -> dict[str, dict[float, dict[str, float]]]:
+    """kind -> swept value -> metric -> value, from the run's stored sweep tables."""
+    out: dict[str, dict[float, dict[str, float]]] = {}
+    for info in store.sweeps(run_id):
+        kind = info["kind"]
+        sweep = store.sweep(run_id, kind)
+        if sweep is None:
+            continue
+        for row in sweep.table.to_dict(orient="records"):
+            point = _plain(row.get(kind))
+            if _number(point) is None:
+                continue
+            values = {m: _number(v) for m, v in row.items()
+                      if m != kind and m not in NOT_METRICS}
+            out.setdefault(kind, {})[point] = {m: v for m, v in values.items() if v is not None}
+    return out
+
+
+def _trial_evaluations(store: RunStore, run_id: str) -> dict[str, dict[str, float]]:
+    """setting -> metric -> value of the run's saved re-evaluations (the newest of each)."""
+    out: dict[str, dict[str, float]] = {}
+    for ev in store.evaluations(run_id):
+        values = {m: _number(v) for m, v in ev["metrics"].items() if m not in NOT_METRICS}
+        out[evaluation_setting(ev["options"])] = {m: v for m, v in values.items()
+                                                  if v is not None}
+    return out
+
+
+def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> StudyReport:
+    """The report of a study from its stored trials: their final metrics, sweeps and saved
+    re-evaluations (finished trials only). `command` (the one that reproduces it) is kept
+    as given."""
     stored = trial_records(store, plan.name)
     per: dict[str, dict[str, list[float]]] = {}
+    per_sweep: dict[str, dict[str, dict[float, dict[str, list[float]]]]] = {}
+    per_eval: dict[str, dict[str, dict[str, list[float]]]] = {}
     task_of: dict[str, str] = {}
     statuses: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
@@ -108,13 +206,30 @@ def study_report(store: RunStore, plan: StudyPlan) -> StudyReport:
         runs[trial.variant].append(rec.id)
         if rec.status == "finished":
             for m, v in rec.metrics.items():
-                if m != "n":
+                if m not in NOT_METRICS:
                     per[trial.variant].setdefault(m, []).append(v)
+            for kind, points in _trial_sweeps(store, rec.id).items():
+                by_point = per_sweep.setdefault(trial.variant, {}).setdefault(kind, {})
+                for point, values in points.items():
+                    for m, v in values.items():
+                        by_point.setdefault(point, {}).setdefault(m, []).append(v)
+            for setting, values in _trial_evaluations(store, rec.id).items():
+                by_metric = per_eval.setdefault(trial.variant, {}).setdefault(setting, {})
+                for m, v in values.items():
+                    by_metric.setdefault(m, []).append(v)
     summaries = {label: {m: summarise(vs) for m, vs in ms.items()} for label, ms in per.items()}
+    sweeps = {label: {kind: {point: {m: summarise(vs) for m, vs in ms.items()}
+                             for point, ms in sorted(points.items())}
+                      for kind, points in kinds.items()}
+              for label, kinds in per_sweep.items()}
+    evaluations = {label: {setting: {m: summarise(vs) for m, vs in ms.items()}
+                           for setting, ms in settings.items()}
+                   for label, settings in per_eval.items()}
     # Metrics of different tasks are not comparable: one verdict per task.
     tasks = sorted(set(task_of.values()))
     verdicts = {("" if len(tasks) == 1 else task): verdict(
         plan.metric, {v: s for v, s in summaries.items() if task_of[v] == task})
         for task in tasks}
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
-                       missing, runs)
+                       missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
+                       command, task_of)
