@@ -14,7 +14,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from cnnprobe.config import REGIONS, ConfigError, RunConfig, TaskConfig, require_int
+from cnnprobe.config import (
+    REGIONS,
+    ConfigError,
+    RunConfig,
+    TaskConfig,
+    require_int,
+    validate_task,
+)
 from cnnprobe.device import resolve_device
 from cnnprobe.errors import first_line
 from cnnprobe.evaluate import (
@@ -106,12 +113,14 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
                  width: int | None = None, distractors: int | None = None,
                  region: str = "train", n: int = 1024, which: str = DEFAULT_WEIGHTS,
                  device: str = "auto", save: bool = True,
-                 precise_bn: bool | None = None) -> Evaluation:
+                 precise_bn: bool | None = None, quadrant: str | None = None) -> Evaluation:
     """Evaluate a stored run's weights again, on other task options; nothing is retrained.
 
     Unchanged options with n = val_size and which="last" reproduce the run's final
     validation. With `save`, the metrics are kept with the run (`store.evaluations`).
     `precise_bn` None: as the run's config says (see evaluate.evaluation_state).
+    `quadrant` (e.g. "bottom-right") evaluates region "heldout" as that quadrant, also for a
+    run trained on the uniform split: the score a quadrant-split run is held to.
     """
     require_int("n", n, 1)
     if region not in REGIONS:
@@ -122,6 +131,9 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     task = replace(cfg.task, height=height or cfg.task.height, width=width or cfg.task.width)
     if distractors is not None:
         task = replace(task, eval_distractors=distractors)
+    if quadrant is not None:
+        task = replace(task, split="quadrant", heldout_quadrant=quadrant)
+        validate_task(task)
     with evaluation_state(model, cfg, dev, weights=which, step=ckpt.step,
                           precise_bn=precise_bn) as how:
         ev = predict(model, task, n, seed=cfg.train.seed,
@@ -133,7 +145,9 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
         store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
                                        "width": task.width,
                                        "distractors": task.eval_distractor_count,
-                                       "region": region, "n": n, "measured": how}, ev.metrics)
+                                       "region": region, "n": n, "measured": how,
+                                       **({"quadrant": quadrant} if quadrant else {})},
+                              ev.metrics)
     return ev
 
 

@@ -411,6 +411,7 @@ async def test_a_run_loaded_while_the_tabs_are_gone_is_ignored(store_dir):
     """A worker's RunLoaded can arrive while the app closes and the plot tabs are already
     unmounted (seen in CI): it must not raise NoMatches."""
     from textual.widgets import TabbedContent
+
     from tui.messages import RunLoaded
 
     app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)

@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.geometry import Size
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tab, Tabs
 
 from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset
@@ -45,7 +45,8 @@ PALETTE_TITLES = {"sweep_resolution": "Resolution sweep", "sweep_distractors": "
                   "plot_next": "Next plot tab", "theme": "Toggle dark/light theme",
                   "delete": "Delete run", "export": "Export run", "resume": "Resume run",
                   "finetune": "Fine-tune at another resolution", "stop": "Stop the run",
-                  "activations": "Activations of the selected run"}
+                  "activations": "Activations of the selected run",
+                  "studies": "Studies (configs × seeds, statistics, verdicts)"}
 POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
 
 
@@ -81,6 +82,8 @@ class CnnprobeApp(LabActions, App[None]):
                 tooltip="export the selected run as Markdown, JSON or CSV"),
         Binding("a", "activations", "Activations", id="activations",
                 tooltip="look inside the selected run: feature maps and per-layer linear probes"),
+        Binding("u", "studies", "Studies", id="studies",
+                tooltip="studies: a question answered over configs × seeds, with statistics"),
         Binding("m", "mark", "Mark", id="mark",
                 tooltip="mark or unmark the selected run for the Compare tab"),
         Binding("delete", "delete", "Delete", id="delete",
@@ -139,19 +142,19 @@ class CnnprobeApp(LabActions, App[None]):
 
     @property
     def log_pane(self) -> LogPane:
-        return self.query_one(LogPane)
+        return self.screen_main.query_one(LogPane)
 
     @property
     def plots(self) -> PlotsPane:
-        return self.query_one(PlotsPane)
+        return self.screen_main.query_one(PlotsPane)
 
     @property
     def runs(self) -> RunsPane:
-        return self.query_one(RunsPane)
+        return self.screen_main.query_one(RunsPane)
 
     @property
     def status(self) -> RunStatus:
-        return self.query_one(RunStatus)
+        return self.screen_main.query_one(RunStatus)
 
     def on_mount(self) -> None:
         self.theme = self.initial_theme
@@ -228,14 +231,17 @@ class CnnprobeApp(LabActions, App[None]):
 
     @property
     def screen_main(self) -> Screen:
-        return self.screen if not isinstance(self.screen, ModalScreen) else self.screen_stack[0]
+        """The lab's own screen, at the bottom of the stack whatever is shown over it (a
+        dialog, Activations, Studies): the panes are queried there, not on the screen on
+        top, so a worker's result that arrives meanwhile still finds them."""
+        return self.screen_stack[0] if self.screen_stack else self.screen
 
     def show_pane(self, name: str) -> None:
         """In the narrow layout, the pane on screen; in the grid, all are."""
         for pane, _ in PANES:
-            self.query_one(f"#{pane}").set_class(pane == name, "-current")
-        self.query_one("#setup").set_class(name in ("task", "model"), "-current")
-        tabs = self.query_one("#pane-tabs", Tabs)
+            self.screen_main.query_one(f"#{pane}").set_class(pane == name, "-current")
+        self.screen_main.query_one("#setup").set_class(name in ("task", "model"), "-current")
+        tabs = self.screen_main.query_one("#pane-tabs", Tabs)
         if tabs.active != f"tab-{name}":
             tabs.active = f"tab-{name}"
 
@@ -247,7 +253,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.show_pane(name)
         target = {"task": "#task-list", "model": "#model Select", "plots": "#plots Tabs",
                   "runs": "#runs-table", "log": "#log"}[name]
-        self.query(target).first().focus()
+        self.screen_main.query(target).first().focus()
 
     def action_plot_tab(self, delta: int) -> None:
         self.plots.step_tab(delta)
@@ -276,12 +282,19 @@ class CnnprobeApp(LabActions, App[None]):
             return
         self.push_screen(ActivationsScreen(self.store, rec.id))
 
+    def action_studies(self) -> None:
+        from tui.screens.studies import StudiesScreen
+
+        if isinstance(self.screen, StudiesScreen):
+            return
+        self.push_screen(StudiesScreen())
+
     # -- the form
     def read_config(self) -> tuple[RunConfig | None, dict[str, str]]:
         """The form as a validated RunConfig, or the errors keyed by form field."""
         data = RunConfig().to_dict()
-        errors = self.query_one(TaskPane).read_into(data) + \
-            self.query_one(ModelPane).read_into(data)
+        errors = self.screen_main.query_one(TaskPane).read_into(data) + \
+            self.screen_main.query_one(ModelPane).read_into(data)
         if errors:
             return None, {e.field: str(e) for e in errors}
         try:
@@ -293,12 +306,13 @@ class CnnprobeApp(LabActions, App[None]):
 
     def revalidate(self) -> RunConfig | None:
         cfg, errors = self.read_config()
-        self.query_one(TaskPane).show_errors(errors)
-        self.query_one(ModelPane).show_errors(errors)
-        shown = {f.key for pane in (TaskPane, ModelPane) for f in self.query_one(pane).fields()
+        self.screen_main.query_one(TaskPane).show_errors(errors)
+        self.screen_main.query_one(ModelPane).show_errors(errors)
+        main = self.screen_main
+        shown = {f.key for pane in (TaskPane, ModelPane) for f in main.query_one(pane).fields()
                  if f.display}
         stray = [msg for key, msg in errors.items() if key not in shown]
-        note = self.query_one("#form-error", Static)
+        note = self.screen_main.query_one("#form-error", Static)
         note.update(stray[0] if stray else "")
         note.display = bool(stray)
         return cfg
@@ -306,8 +320,8 @@ class CnnprobeApp(LabActions, App[None]):
     def show_config_error(self, exc: ConfigError) -> None:
         """An engine refusal at start (e.g. weights not found) lands at its field too."""
         errors = {key: str(exc) for key in form_keys(exc.field)}
-        self.query_one(TaskPane).show_errors(errors)
-        self.query_one(ModelPane).show_errors(errors)
+        self.screen_main.query_one(TaskPane).show_errors(errors)
+        self.screen_main.query_one(ModelPane).show_errors(errors)
 
     def on_form_pane_edited(self, event: FormPane.Edited) -> None:
         self.revalidate()
@@ -315,8 +329,8 @@ class CnnprobeApp(LabActions, App[None]):
     def on_model_pane_preset_chosen(self, event: ModelPane.PresetChosen) -> None:
         cfg, _ = self.read_config()
         cfg = apply_preset(cfg or self.initial_config, event.name)
-        self.query_one(TaskPane).write(cfg)
-        self.query_one(ModelPane).write(cfg)
+        self.screen_main.query_one(TaskPane).write(cfg)
+        self.screen_main.query_one(ModelPane).write(cfg)
         self.revalidate()
         self.log_pane.event(f"preset {event.name}: {cfg.task.height}x{cfg.task.width}, "
                             f"batch {cfg.train.batch_size}, {cfg.train.total_steps} steps")
@@ -326,7 +340,9 @@ class CnnprobeApp(LabActions, App[None]):
         self.post_message(ModelTableReady(cached_model_table()))
 
     def on_model_table_ready(self, message: ModelTableReady) -> None:
-        for pane in self.query(ModelPane):  # none when the table arrives as the app closes
+        if not self.screen_stack:
+            return  # the app is closing
+        for pane in self.screen_main.query(ModelPane):  # none once the panes are gone
             pane.set_model_rows(message.rows)
 
     def action_train(self) -> None:
@@ -336,7 +352,7 @@ class CnnprobeApp(LabActions, App[None]):
             key, msg = next(iter(errors.items()))
             self.notify(msg, title="fix this first", severity="error", timeout=6)
             for pane in (TaskPane, ModelPane):
-                f = self.query_one(pane).field(key)
+                f = self.screen_main.query_one(pane).field(key)
                 if f is not None and f.display:
                     self.show_pane("task" if pane is TaskPane else "model")
                     f.control.focus()

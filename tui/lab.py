@@ -512,7 +512,7 @@ class LabActions:
 
     async def _exit_when_stopped(self: CnnprobeApp) -> None:
         for worker in list(self.workers):
-            if worker.group in ("train", "sweep", "export"):
+            if worker.group in ("train", "sweep", "export", "study"):
                 try:
                     await worker.wait()
                 except Exception:  # noqa: BLE001 - a failed worker has stopped too

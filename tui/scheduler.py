@@ -36,6 +36,9 @@ class Scheduler:
         self.viewed_job: TrainJob | None = None
         self.viewed_id: str | None = None
         self.quitting = False
+        # The study of the Studies screen: its live state and the flag that stops it.
+        self.study: Any = None  # cnnprobe.studies.live.StudyState
+        self.study_cancel: Any = None  # threading.Event
 
     # -- trainings
     def running_on(self, device: str) -> TrainJob | None:
@@ -95,11 +98,17 @@ class Scheduler:
         self.queue.clear()
         for job in [*self.active.values(), *self.sweeps.values()]:
             job.cancel.set()
+        if self.study_running:
+            self.study_cancel.set()
         return dropped
 
     @property
+    def study_running(self) -> bool:
+        return self.study is not None and not self.study.done
+
+    @property
     def busy(self) -> bool:
-        return bool(self.active or self.sweeps)
+        return bool(self.active or self.sweeps or self.study_running)
 
     # -- sweeps
     def add_sweep(self, job: SweepJob) -> None:

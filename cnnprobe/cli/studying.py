@@ -27,7 +27,22 @@ def _plan(args: argparse.Namespace):
     return builtin_plan(args.study, args.scale, seeds=args.seeds)
 
 
+def _same_study(args: argparse.Namespace) -> str:
+    """The options that name the same trials again, for a hint's command."""
+    out = "" if args.study.endswith(".toml") or args.scale == "cpu" else f" --scale {args.scale}"
+    return out + (f" --seeds {args.seeds}" if args.seeds else "")
+
+
 def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from cnnprobe.studies.runner import run_study
 
     plan = _plan(args)  # a bad plan stops here, before anything is stored
@@ -37,26 +52,49 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
                       f"{len(plan.seeds)} seeds = {len(trials)} trials ({plan.source})",
                       highlight=False)
     done = [0]
+    steps: dict[str, int] = {}  # trial key -> training steps done
+    # One bar over every training step of the trials to train: its ETA counts steps.
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn(
+        "{task.fields[trials]}"), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn())
+    kept: set[str] = set()
+    with Progress(*columns, console=console, disable=args.json, transient=True) as bar:
+        task = bar.add_task(plan.name, total=None, trials="")
 
-    def on_trial(trial, what: str, rec) -> None:
-        if what == "training":
-            return
-        done[0] += 1
-        if not args.json:
-            mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics else "-"
-            console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
-                          f"{what} ({plan.metric} {mae})", highlight=False)
+        def on_trial(trial, what: str, rec) -> None:
+            if what == "training":
+                steps.setdefault(trial.key, 0)
+                bar.update(task, total=sum(t.config.train.total_steps for t in trials
+                                           if t.key not in kept))
+                return
+            if what in ("kept", "running elsewhere"):
+                kept.add(trial.key)
+            done[0] += 1
+            bar.update(task, trials=f"{done[0]}/{len(trials)} trials")
+            if not args.json and what not in ("kept",):
+                mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
+                    else "-"
+                console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
+                              f"{what} ({plan.metric} {mae})", highlight=False, markup=False)
 
-    with first_ctrl_c_cancels(console, "stopping the study after this step") as cancel:
-        progress = run_study(store, plan, cancel=cancel, retry_failed=args.retry_failed,
-                             on_trial=on_trial)
+        def on_step(trial, step: int, total: int) -> None:
+            steps[trial.key] = step
+            bar.update(task, completed=sum(steps.values()))
+
+        with first_ctrl_c_cancels(console, "stopping the study's trials at their next step"
+                                  ) as cancel:
+            progress = run_study(store, plan, cancel=cancel, retry_failed=args.retry_failed,
+                                 on_trial=on_trial, on_step=on_step, workers=args.workers,
+                                 gpus_per_trial=args.gpus_per_trial)
     if args.json:
         print_json({"study": plan.name, "trained": progress.trained, "kept": progress.kept,
-                    "failed": progress.failed, "cancelled": progress.cancelled})
+                    "failed": progress.failed, "skipped": progress.skipped,
+                    "cancelled": progress.cancelled})
     else:
         console.print(f"trained {len(progress.trained)}, kept {len(progress.kept)}, failed "
-                      f"{len(progress.failed)}" + ("; stopped: run it again to continue"
-                                                   if progress.cancelled else ""),
+                      f"{len(progress.failed)}, skipped {len(progress.skipped)}"
+                      + ("; stopped: run it again to continue" if progress.cancelled else
+                         f"; `cnnprobe study show {args.study}{_same_study(args)}` reports it"),
                       highlight=False)
     return 130 if progress.cancelled else 0
 
@@ -215,7 +253,12 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         v.add_argument("--seeds", type=int, help="seeds per variant (default: the plan's)")
         if verb == "run":
             v.add_argument("--retry-failed", action="store_true",
-                           help="train failed trials again")
+                           help="train failed and skipped trials again")
+            v.add_argument("--workers", type=int, default=None,
+                           help="trials in parallel worker processes (default: one per GPU, "
+                                "else 1); on the CPU they share its cores")
+            v.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
+                           help="share of a GPU per trial, e.g. 0.25 runs four on each GPU")
         if verb == "show":
             v.add_argument("--no-plots", action="store_true",
                            help="leave out the text plots")

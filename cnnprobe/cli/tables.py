@@ -14,7 +14,7 @@ from cnnprobe.report.formatting import ago, finite, num, r2_bar
 from cnnprobe.store import RunRecord
 
 STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
-                "cancelled": "yellow", "interrupted": "magenta"}
+                "cancelled": "yellow", "interrupted": "magenta", "skipped": "dim"}
 
 
 def print_json(data: Any) -> None:

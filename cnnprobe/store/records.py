@@ -9,7 +9,7 @@ from typing import Any
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
 
-STATUSES = ("running", "finished", "failed", "cancelled", "interrupted")
+STATUSES = ("running", "finished", "failed", "cancelled", "interrupted", "skipped")
 SWEEP_KINDS = ("resolution", "distractors")
 CHECKPOINTS = ("last", "best")
 

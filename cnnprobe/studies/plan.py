@@ -6,7 +6,7 @@ built-in studies (builtin.py).
     question = "Does pooling cap the accuracy?"
     preset = "quick"                  # optional: fill in a preset first
     seeds = 3                         # or a list: [0, 1, 2]
-    evaluations = ["resolution"]      # resolution, distractors, heldout, probes
+    evaluations = ["resolution"]      # resolution, finetune, distractors, heldout, probes
     metric = "mae"                    # what the verdict compares (lower is better)
 
     [base]                            # settings every trial shares, by their config key
@@ -50,7 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-EVALUATIONS = ("resolution", "distractors", "heldout", "probes")
+EVALUATIONS = ("resolution", "finetune", "distractors", "heldout", "probes")
 PLAN_KEYS = ("name", "question", "preset", "seeds", "evaluations", "metric", "base", "axis",
              "variant")
 MAX_TRIALS = 10_000

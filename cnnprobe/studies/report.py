@@ -13,7 +13,7 @@ from typing import Any
 
 from cnnprobe.store import RunStore
 from cnnprobe.studies.plan import StudyPlan
-from cnnprobe.studies.runner import trial_records
+from cnnprobe.studies.runner import metric_prefix, trial_metrics, trial_records
 
 # Two-sided 95% Student t critical values by degrees of freedom (1..30); 1.96 beyond.
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -175,6 +175,8 @@ def _trial_evaluations(store: RunStore, run_id: str) -> dict[str, dict[str, floa
     """setting -> metric -> value of the run's saved re-evaluations (the newest of each)."""
     out: dict[str, dict[str, float]] = {}
     for ev in store.evaluations(run_id):
+        if metric_prefix(ev["options"]):
+            continue  # the study's own evaluations: in the final metrics (finetune_mae...)
         values = {m: _number(v) for m, v in ev["metrics"].items() if m not in NOT_METRICS}
         out[evaluation_setting(ev["options"])] = {m: v for m, v in values.items()
                                                   if v is not None}
@@ -205,7 +207,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         statuses[trial.variant][rec.status] = statuses[trial.variant].get(rec.status, 0) + 1
         runs[trial.variant].append(rec.id)
         if rec.status == "finished":
-            for m, v in rec.metrics.items():
+            for m, v in trial_metrics(store, rec).items():
                 if m not in NOT_METRICS:
                     per[trial.variant].setdefault(m, []).append(v)
             for kind, points in _trial_sweeps(store, rec.id).items():

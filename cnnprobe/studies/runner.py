@@ -2,33 +2,60 @@
 trial key, so running it again trains only what is missing.
 
 A finished trial is kept; a cancelled or interrupted one is removed and trained again; a
-failed one is kept unless `retry_failed`. After training, a trial gets the plan's
-evaluations: `resolution` (a sweep over 0.5x-2x of its size), `distractors` (0..8, fewer
-where 8 would not fit), `heldout` (in the final metrics of a quadrant-split run) and
-`probes` (per-layer linear probes). Trials run one after another in this process;
-parallel workers and Ray come next.
+failed or skipped one is kept unless `retry_failed`; one running in another process is
+left to it. A trial whose model cannot be built here (pretrained weights offline) is
+stored as `skipped` with the one-line fix. After training, a trial gets the plan's evaluations:
+
+- `resolution`: a sweep over 0.5x-2x of its size;
+- `finetune`: a fine-tune at 2.34x its size (the notebook's 128 -> 300), a third of its
+  steps, stored as its own run (tag `finetune:KEY`) and as an evaluation of the trial;
+- `distractors`: a sweep over 0..8 distractors (fewer where 8 would not fit);
+- `heldout`: the error on the held-out quadrant, in the final metrics of a quadrant-split
+  trial and evaluated on the same quadrant for a uniform one (the score it is held to);
+- `probes`: per-layer linear probes.
+
+Trials run in this process (`workers=1`) or in parallel worker processes, one slot each:
+`workers` slots on the CPU, or `gpus_per_trial` of a GPU per slot on every GPU. All of
+them record into the same store (SQLite in WAL mode takes the concurrent writers).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import queue
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cnnprobe.config import ConfigError, validate_task
 from cnnprobe.store import RunRecord, RunStore
 from cnnprobe.studies.plan import StudyPlan, Trial
 
 SWEEP_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
+FINETUNE_FACTOR = 300 / 128  # the notebook's fine-tune: trained at 128, tuned at 300
+FINETUNE_SHARE = 3  # a fine-tune takes a third of the trial's steps
+EVAL_SAMPLES = 256
 
 
 @dataclass
 class StudyProgress:
-    """What a study run did: trial keys trained now, kept as they were, and failed."""
+    """What a study run did: trial keys trained now, kept as they were, failed, skipped."""
 
     trained: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
     cancelled: bool = False
+
+
+# on_trial(trial, what, record): what is "kept", "training", "finished", "cancelled",
+# "running elsewhere", "skipped: ..." or "failed: ...".
+OnTrial = Callable[[Trial, str, "RunRecord | None"], None]
+# on_step(trial, step, total_steps): training progress of a trial in flight.
+OnStep = Callable[[Trial, int, int], None]
 
 
 def study_tag(name: str) -> str:
@@ -39,6 +66,8 @@ def stored_studies(store: RunStore) -> dict[str, dict[str, int]]:
     """Every study with trials in the store: name -> trials by status."""
     out: dict[str, dict[str, int]] = {}
     for rec in store.list_runs():
+        if not any(t.startswith("trial:") for t in rec.tags):
+            continue  # a trial's fine-tune is not a trial
         for tag in rec.tags:
             if tag.startswith("study:"):
                 counts = out.setdefault(tag.split(":", 1)[1], {})
@@ -56,6 +85,27 @@ def trial_records(store: RunStore, name: str) -> dict[str, RunRecord]:
     return out
 
 
+def trial_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+    """A finished trial's numbers: its final metrics, `finetune_*` from its fine-tune and
+    `heldout_*` from a held-out-quadrant evaluation of a uniform-split trial."""
+    out = {k: v for k, v in (rec.metrics or {}).items() if k != "n"}
+    for ev in store.evaluations(rec.id):
+        prefix = metric_prefix(ev.get("options", {}))
+        if prefix:
+            out.update({prefix + k: v for k, v in ev.get("metrics", {}).items() if k != "n"})
+    return out
+
+
+def metric_prefix(options: dict[str, Any]) -> str | None:
+    """The prefix under which a study's own evaluation (see _evaluate) joins a trial's
+    metrics; None for any other saved evaluation."""
+    if options.get("kind") == "finetune":
+        return "finetune_"
+    if options.get("quadrant") and options.get("region") == "heldout":
+        return "heldout_"
+    return None
+
+
 def _most_distractors(cfg, most: int = 8) -> int:
     """The largest count up to `most` whose objects still fit the trial's images."""
     for k in range(most, 0, -1):
@@ -68,8 +118,8 @@ def _most_distractors(cfg, most: int = 8) -> int:
 
 
 def _evaluate(store: RunStore, trial: Trial, run_id: str, evaluations: tuple[str, ...],
-              cancel) -> None:
-    from cnnprobe.runs import inspect_run, sweep_run
+              cancel, device: str) -> None:
+    from cnnprobe.runs import evaluate_run, finetune_run, inspect_run, sweep_run
 
     cfg = trial.config
     for what in evaluations:
@@ -79,63 +129,287 @@ def _evaluate(store: RunStore, trial: Trial, run_id: str, evaluations: tuple[str
             size = cfg.task.height
             sizes = sorted({max(4, round(size * f)) for f in SWEEP_FACTORS})
             try:
-                sweep_run(store, run_id, "resolution", resolutions=sizes, n=256,
-                          device=cfg.train.device, cancel=cancel)
+                sweep_run(store, run_id, "resolution", resolutions=sizes, n=EVAL_SAMPLES,
+                          device=device, cancel=cancel)
             except ConfigError:  # a size the model cannot take: the sizes it can
                 sizes = [s for s in sizes if s >= size]
-                sweep_run(store, run_id, "resolution", resolutions=sizes, n=256,
-                          device=cfg.train.device, cancel=cancel)
+                sweep_run(store, run_id, "resolution", resolutions=sizes, n=EVAL_SAMPLES,
+                          device=device, cancel=cancel)
         elif what == "distractors":
             sweep_run(store, run_id, "distractors", max_distractors=_most_distractors(cfg),
-                      n=256, device=cfg.train.device, cancel=cancel)
+                      n=EVAL_SAMPLES, device=device, cancel=cancel)
         elif what == "probes":
             inspect_run(store, run_id, probes=True, n_train=256, n_test=128,
-                        device=cfg.train.device, cancel=cancel)
-        # "heldout" is in the final metrics of every quadrant-split trial
+                        device=device, cancel=cancel)
+        elif what == "heldout" and cfg.task.split == "uniform":
+            evaluate_run(store, run_id, region="heldout", quadrant=cfg.task.heldout_quadrant,
+                         n=cfg.train.val_size, device=device)
+        elif what == "finetune":
+            h = round(cfg.task.height * FINETUNE_FACTOR)
+            w = round(cfg.task.width * FINETUNE_FACTOR)
+            steps = max(2, cfg.train.total_steps // FINETUNE_SHARE)
+            child, result = finetune_run(
+                store, run_id, height=h, width=w, steps=steps, cancel=cancel, device=device,
+                name=f"{store.get(run_id).name}-ft{h}",
+                tags=[study_tag(trial.study), f"variant:{trial.variant}",
+                      f"finetune:{trial.key}"])
+            if result.status == "finished":
+                store.save_evaluation(run_id, {"kind": "finetune", "height": h, "width": w,
+                                               "steps": steps, "run": child},
+                                      store.get(child).metrics)
+        # "heldout" of a quadrant-split trial is in its final metrics already
+
+
+def _run_trial(store: RunStore, trial: Trial, evaluations: tuple[str, ...], cancel,
+               device: str | None, on_created: Callable[[str], None] | None = None,
+               on_step: Callable[[int, int], None] | None = None
+               ) -> tuple[str | None, str, str]:
+    """Train one trial (on `device`, or where its config says) and evaluate it:
+    (run id, status, reason)."""
+    from cnnprobe.events import StepEvent
+    from cnnprobe.runs import train_run
+
+    cfg = trial.config
+    if device is not None:
+        cfg = replace(cfg, train=replace(cfg.train, device=device))
+    name = f"{trial.study}-{trial.variant}-s{trial.seed}"
+
+    def listen(event: Any) -> None:
+        if isinstance(event, StepEvent) and on_step is not None:
+            on_step(event.step, event.total_steps)
+
+    made: list[str] = []
+
+    def created(run_id: str) -> None:
+        made.append(run_id)
+        if on_created is not None:
+            on_created(run_id)
+
+    try:
+        run_id, result = train_run(store, cfg, [listen], cancel, name=name, tags=trial.tags,
+                                   on_created=created)
+    except ConfigError as exc:  # the model cannot be built here (weights offline...)
+        run_id = made[0] if made else store.create_run(cfg, name=name, tags=trial.tags)
+        store.set_status(run_id, "skipped", str(exc))
+        return run_id, "skipped", str(exc)
+    if result.status == "finished":
+        try:
+            _evaluate(store, trial, run_id, evaluations, cancel, cfg.train.device)
+        except ConfigError as exc:  # an evaluation this model cannot take: say, keep it
+            return run_id, "finished", f"evaluation skipped: {exc}"
+    return run_id, result.status, result.reason or ""
+
+
+# -- worker processes: module-level state set by the pool's initializer
+_cancel = None
+_events = None
+
+
+def _init_worker(cancel, events, threads: int) -> None:
+    global _cancel, _events
+    _cancel, _events = cancel, events
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides: it sets `cancel`
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_trial(root: str, trial: Trial, evaluations: tuple[str, ...],
+                  device: str | None) -> tuple[str | None, str, str]:
+    last = [0.0]
+
+    def on_step(step: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.25 or step == total:  # the queue is not a firehose
+            last[0] = now
+            _events.put(("step", trial.key, step, total))
+
+    with RunStore(root) as store:
+        return _run_trial(store, trial, evaluations, _cancel, device,
+                          on_created=lambda rid: _events.put(("created", trial.key, rid)),
+                          on_step=on_step)
+
+
+def trial_slots(workers: int | None, gpus_per_trial: float | None,
+                gpu_count: int, device: str = "auto") -> list[str | None]:
+    """The device of each parallel slot (None: as the trial's config says).
+
+    `gpus_per_trial` F puts floor(1/F) trials on each GPU (F <= 1); without it, each GPU
+    is one slot when the trials train on CUDA, and `workers` slots share the CPU.
+    `workers` caps the slots either way."""
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError("--workers", workers, "a whole number of at least 1")
+    if gpus_per_trial is not None:
+        if not (isinstance(gpus_per_trial, (int, float)) and 0 < gpus_per_trial <= 1):
+            raise ConfigError("--gpus-per-trial", gpus_per_trial,
+                              "a share of one GPU in (0, 1], e.g. 0.25 for four trials a GPU")
+        if gpu_count == 0:
+            raise ConfigError("--gpus-per-trial", gpus_per_trial,
+                              "no CUDA device here: use --workers N to share the CPU")
+        per = max(1, math.floor(1 / gpus_per_trial + 1e-9))
+        slots: list[str | None] = [f"cuda:{g}" for _ in range(per) for g in range(gpu_count)]
+        return slots[:workers] if workers else slots
+    if gpu_count > 0 and device in ("auto", "cuda"):
+        slots = [f"cuda:{g}" for g in range(gpu_count)]
+        return slots[:workers] if workers else slots
+    n = workers or 1
+    return [None] if n == 1 else ["cpu" if device in ("auto", "cuda") else device] * n
 
 
 def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bool = False,
-              on_trial: Callable[[Trial, str, RunRecord | None], None] | None = None
+              on_trial: OnTrial | None = None, on_step: OnStep | None = None,
+              workers: int | None = None, gpus_per_trial: float | None = None
               ) -> StudyProgress:
-    """Train every missing trial of `plan` into `store`; `on_trial(trial, what, record)`
-    hears "kept", "training", "finished", "failed" or "cancelled" for each."""
-    from cnnprobe.runs import train_run
+    """Train every missing trial of `plan` into `store`, in this process or in parallel
+    worker processes (see trial_slots); `on_trial` hears each trial's outcome and
+    `on_step` its training steps."""
+    gpus = 0
+    if gpus_per_trial is not None or plan.base.train.device in ("auto", "cuda") and (
+            workers is None or workers > 1):
+        import torch
 
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    slots = trial_slots(workers, gpus_per_trial, gpus, plan.base.train.device)
     progress = StudyProgress()
+    todo = _plan_work(store, plan, retry_failed, progress, on_trial)
+    if not todo:
+        return progress
+    if cancel is not None and cancel.is_set():
+        progress.cancelled = True
+        return progress
+    if len(slots) == 1 and slots[0] is None:
+        _run_here(store, plan, todo, cancel, progress, on_trial, on_step)
+    else:
+        _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
+    return progress
+
+
+def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
+               progress: StudyProgress, on_trial: OnTrial | None) -> list[Trial]:
+    """The trials to train; stale records of them removed, the others reported kept."""
     stored = trial_records(store, plan.name)
+    todo = []
     for trial in plan.trials():
-        if cancel is not None and cancel.is_set():
-            progress.cancelled = True
-            break
         rec = stored.get(trial.key)
-        if rec is not None and (rec.status == "finished"
-                                or (rec.status == "failed" and not retry_failed)):
+        keep = rec is not None and (
+            rec.status in ("finished", "running")
+            or (rec.status in ("failed", "skipped") and not retry_failed))
+        if keep:
             progress.kept.append(trial.key)
             if on_trial:
-                on_trial(trial, "kept", rec)
+                on_trial(trial, "running elsewhere" if rec.status == "running" else "kept",
+                         rec)
             continue
-        if rec is not None and rec.status != "running":
-            store.delete(rec.id)  # cancelled, interrupted or a failure to retry: again
+        if rec is not None:
+            _delete_trial(store, plan.name, trial.key, rec.id)
+        todo.append(trial)
+    return todo
+
+
+def _delete_trial(store: RunStore, study: str, key: str, run_id: str) -> None:
+    """A trial's stale record and the fine-tunes made from it: it is trained again."""
+    for rec in store.list_runs(tag=f"finetune:{key}"):
+        store.delete(rec.id, force=True)
+    store.delete(run_id)
+
+
+def _settle(store: RunStore, trial: Trial, run_id: str | None, status: str, reason: str,
+            progress: StudyProgress, on_trial: OnTrial | None) -> None:
+    if status == "finished":
+        progress.trained.append(trial.key)
+    elif status == "skipped":
+        progress.skipped.append(trial.key)
+    elif status == "cancelled":
+        progress.cancelled = True
+    else:
+        progress.failed.append(trial.key)
+    if on_trial:
+        what = status if status in ("finished", "cancelled") else f"{status}: {reason}"
+        on_trial(trial, what, store.get(run_id) if run_id else None)
+
+
+def _run_here(store, plan, todo, cancel, progress, on_trial, on_step) -> None:
+    for trial in todo:
+        if cancel is not None and cancel.is_set():
+            progress.cancelled = True
+            return
         if on_trial:
             on_trial(trial, "training", None)
-        try:
-            run_id, result = train_run(store, trial.config, [], cancel,
-                                       name=f"{plan.name}-{trial.variant}-s{trial.seed}",
-                                       tags=trial.tags)
-        except ConfigError as exc:  # the model could not be built (weights offline...)
-            progress.failed.append(trial.key)
-            if on_trial:
-                on_trial(trial, f"failed: {exc}", None)
-            continue
-        if result.status == "finished":
-            _evaluate(store, trial, run_id, plan.evaluations, cancel)
-        what = result.status if result.status != "failed" else f"failed: {result.reason}"
-        (progress.trained if result.status == "finished" else progress.failed
-         if result.status == "failed" else []).append(trial.key)
-        if result.status == "cancelled":
-            progress.cancelled = True
-        if on_trial:
-            on_trial(trial, what, store.get(run_id))
+        step = (lambda s, t, tr=trial: on_step(tr, s, t)) if on_step else None
+        run_id, status, reason = _run_trial(store, trial, plan.evaluations, cancel, None,
+                                            on_step=step)
+        _settle(store, trial, run_id, status, reason, progress, on_trial)
         if progress.cancelled:
-            break
-    return progress
+            return
+
+
+def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step) -> None:
+    """Each slot one worker process (spawned: CUDA and threads do not survive a fork);
+    a trial goes to a free slot with the slot's device. Stopping sets a cancel event the
+    workers' trainers read, so in-flight trials are stored as cancelled."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    stop, events = ctx.Event(), ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    by_key = {t.key: t for t in todo}
+    created: dict[str, str] = {}
+    pending = list(todo)
+    free = list(range(len(slots)))
+    running: dict[Any, tuple[Trial, int]] = {}
+
+    def drain() -> None:
+        while True:
+            try:
+                msg = events.get_nowait()
+            except (queue.Empty, OSError, EOFError):
+                return
+            if msg[0] == "created":
+                created[msg[1]] = msg[2]
+            elif msg[0] == "step" and on_step is not None:
+                on_step(by_key[msg[1]], msg[2], msg[3])
+
+    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker,
+                             initargs=(stop, events, threads)) as pool:
+        try:
+            while pending or running:
+                if cancel is not None and cancel.is_set() and not stop.is_set():
+                    stop.set()
+                    progress.cancelled = True
+                while pending and free and not stop.is_set():
+                    trial, slot = pending.pop(0), free.pop(0)
+                    if on_trial:
+                        on_trial(trial, "training", None)
+                    fut = pool.submit(_worker_trial, str(store.root), trial,
+                                      plan.evaluations, slots[slot])
+                    running[fut] = (trial, slot)
+                if stop.is_set():
+                    pending.clear()
+                if not running:
+                    break
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    trial, slot = running.pop(fut)
+                    free.append(slot)
+                    try:
+                        run_id, status, reason = fut.result()
+                    except BrokenProcessPool:
+                        # The pool is gone with it: no new trials; a re-run continues.
+                        stop.set()
+                        progress.cancelled = True
+                        run_id, status, reason = created.get(trial.key), "interrupted", \
+                            "a worker process died (killed or out of memory)"
+                        if run_id is not None and store.get(run_id).status == "running":
+                            store.set_status(run_id, "interrupted", reason)
+                    except Exception as exc:  # noqa: BLE001 - a trial's crash, said, kept
+                        run_id, status = created.get(trial.key), "failed"
+                        reason = f"{type(exc).__name__}: {exc}"
+                        if run_id is not None:
+                            store.set_status(run_id, "failed", reason)
+                    _settle(store, trial, run_id, status, reason, progress, on_trial)
+        finally:
+            stop.set()  # also when the driver itself is interrupted: workers stop soon
+            drain()

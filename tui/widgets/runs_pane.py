@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 STATUS_STYLE = {"running": "bold cyan", "finished": "green", "failed": "bold red",
-                "cancelled": "yellow", "interrupted": "magenta", "queued": "dim"}
+                "cancelled": "yellow", "interrupted": "magenta", "skipped": "dim", "queued": "dim"}
 COLUMNS = (("mark", "★"), ("status", "status"), ("task", "task"), ("model", "model"),
            ("res", "res"), ("mae", "MAE"), ("when", "when"), ("id", "id"))
 
