@@ -1,7 +1,8 @@
 """The built-in studies: one per question of the seed notebook, each at three scales.
 
 - smoke: seconds on a CPU (tests): 16 px (32 for the torchvision backbones), a few steps.
-- cpu: minutes on a 2-core laptop: 32 px, 600 steps at batch 64 (200 for the ResNets).
+- cpu: minutes on a 2-core laptop: 32 px, 400 steps at batch 32, conv nets 16 channels
+  wide (100 steps for the ResNets).
 - full: the notebook's scale for a GPU: 128 px, batch 512, Adam 1e-4, 1,900 steps (its
   100 epochs of 10,000 samples).
 """
@@ -19,13 +20,16 @@ _SCALE_BASE: dict[str, dict[str, Any]] = {
     "smoke": {"task.height": 16, "task.width": 16, "train.steps": 4, "train.batch_size": 16,
               "train.val_size": 32, "train.bn_samples": 64, "train.lr": 1e-3,
               "task.count_max": 4},
-    "cpu": {"task.height": 32, "task.width": 32, "train.steps": 600, "train.batch_size": 64,
-            "train.val_size": 1024, "train.lr": 1e-3},
+    # Measured on a 2-core laptop, one thread per worker: plaincnn at width 16 ~70 ms a
+    # step at 32 px and batch 32, resnet18 ~860 ms (docs/findings.md has the study times).
+    "cpu": {"task.height": 32, "task.width": 32, "train.steps": 400, "train.batch_size": 32,
+            "train.val_size": 512, "train.bn_samples": 512, "train.lr": 1e-3,
+            "model.width": 16},
     "full": {"task.height": 128, "task.width": 128, "train.steps": 1900,
              "train.batch_size": 512, "train.val_size": 2048, "train.lr": 1e-4},
 }
 BACKBONE_SMOKE = {"task.height": 32, "task.width": 32}  # their smallest input
-RESNET_CPU_STEPS = 200  # a ResNet step costs the most on a CPU (docs/benchmarks.md)
+RESNET_CPU_STEPS = 100  # a ResNet step costs ~12x a plaincnn one on a CPU
 
 _MODELS = ("seednet", "coordmlp", "plaincnn", "coordconv", "resnet18")
 
