@@ -282,6 +282,20 @@ class CnnprobeApp(LabActions, App[None]):
             return
         self.push_screen(ActivationsScreen(self.store, rec.id))
 
+    # Keys that act on the lab's panes and selected run: off (and out of the footer) while
+    # the Studies screen is on top, which has its own.
+    LAB_ONLY = frozenset({"train", "stop", "sweep", "resume", "finetune", "export",
+                          "activations", "mark", "delete", "plot_tab", "focus_pane",
+                          "leave_field", "studies"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        from tui.screens.studies import StudiesScreen
+
+        if action in self.LAB_ONLY and self.screen_stack and \
+                isinstance(self.screen, StudiesScreen):
+            return False
+        return True
+
     def action_studies(self) -> None:
         from tui.screens.studies import StudiesScreen
 
