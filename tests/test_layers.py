@@ -119,7 +119,7 @@ def _loaded(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["cnnprobe", "cnnprobe.config", "cnnprobe.measurement",
-                                    "cnnprobe.events", "cnnprobe.store",
+                                    "cnnprobe.events", "cnnprobe.store", "cnnprobe.store.bundle",
                                     "cnnprobe.report.formatting", "cnnprobe.report.summary",
                                     "cnnprobe.report.markdown", "cnnprobe.report.study",
                                     "cnnprobe.studies", "cnnprobe.studies.report",

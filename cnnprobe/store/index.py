@@ -11,7 +11,8 @@ Checkpoint, StoreError; torch-free) < schema.py < database.py (connections, tran
 < files.py (atomic writes, arrays) < checkpoints.py (torch, loaded only when a checkpoint
 is read or written) < artifacts.py (what a run records as it goes and keeps: history,
 checkpoints, predictions, sweeps, probes, re-evaluations) < RunStore here (runs: create,
-find, list, delete, liveness) < recorder.py (the trainer callback). Listing runs imports
+find, list, delete, liveness) < recorder.py (the trainer callback), bundle.py (one run
+with its rows and files as a picklable dict: export_run, import_run). Listing runs imports
 no torch.
 """
 
