@@ -123,7 +123,9 @@ def _loaded(module: str) -> set[str]:
                                     "cnnprobe.report.formatting", "cnnprobe.report.summary",
                                     "cnnprobe.report.markdown", "cnnprobe.report.study",
                                     "cnnprobe.studies", "cnnprobe.studies.report",
-                                    "cnnprobe.studies.live", "cnnprobe.studies.runner"])
+                                    "cnnprobe.studies.live", "cnnprobe.studies.runner",
+                                    "cnnprobe.studies.trial",
+                                    "cnnprobe.studies.ray_backend"])
 def test_torch_free_layers_import_no_torch_and_no_textual(module):
     assert _loaded(module) == set()
 

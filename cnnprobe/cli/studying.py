@@ -85,7 +85,10 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
                                   ) as cancel:
             progress = run_study(store, plan, cancel=cancel, retry_failed=args.retry_failed,
                                  on_trial=on_trial, on_step=on_step, workers=args.workers,
-                                 gpus_per_trial=args.gpus_per_trial)
+                                 gpus_per_trial=args.gpus_per_trial, backend=args.backend,
+                                 address=args.address, max_retries=args.max_retries,
+                                 cpus_per_trial=args.cpus_per_trial,
+                                 ship_code=args.ship_code)
     if args.json:
         print_json({"study": plan.name, "trained": progress.trained, "kept": progress.kept,
                     "failed": progress.failed, "skipped": progress.skipped,
@@ -259,6 +262,21 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                                 "else 1); on the CPU they share its cores")
             v.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                            help="share of a GPU per trial, e.g. 0.25 runs four on each GPU")
+            v.add_argument("--backend", choices=("local", "ray"), default="local",
+                           help="local worker processes (default), or Ray tasks "
+                                "(pip install -e '.[ray]'; docs/scale-out.md)")
+            v.add_argument("--address", default=None,
+                           help="with --backend ray: the cluster to join (auto, HOST:PORT, "
+                                "ray://HOST:10001); default: start a local Ray instance")
+            v.add_argument("--max-retries", type=int, default=2,
+                           help="with --backend ray: runs of a trial whose worker died "
+                                "(default 2), then it is stored as failed")
+            v.add_argument("--cpus-per-trial", type=float, default=1.0,
+                           help="with --backend ray: CPUs a trial reserves (default 1)")
+            v.add_argument("--ship-code", action="store_true",
+                           help="with --backend ray: send this checkout to the workers "
+                                "(runtime_env working_dir) instead of using their "
+                                "installed cnnprobe")
         if verb == "show":
             v.add_argument("--no-plots", action="store_true",
                            help="leave out the text plots")

@@ -27,17 +27,17 @@ import queue
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from cnnprobe.config import ConfigError, validate_task
+from cnnprobe.config import ConfigError
 from cnnprobe.store import RunRecord, RunStore
 from cnnprobe.studies.plan import StudyPlan, Trial
+from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
 
-SWEEP_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
-FINETUNE_FACTOR = 300 / 128  # the notebook's fine-tune: trained at 128, tuned at 300
-FINETUNE_SHARE = 3  # a fine-tune takes a third of the trial's steps
-EVAL_SAMPLES = 256
+__all__ = ["FINETUNE_FACTOR", "StudyProgress", "run_study", "stored_studies", "study_tag",
+           "trial_metrics", "trial_records", "trial_slots"]
+
 
 
 @dataclass
@@ -56,10 +56,6 @@ class StudyProgress:
 OnTrial = Callable[[Trial, str, "RunRecord | None"], None]
 # on_step(trial, step, total_steps): training progress of a trial in flight.
 OnStep = Callable[[Trial, int, int], None]
-
-
-def study_tag(name: str) -> str:
-    return f"study:{name}"
 
 
 def stored_studies(store: RunStore) -> dict[str, dict[str, int]]:
@@ -106,100 +102,6 @@ def metric_prefix(options: dict[str, Any]) -> str | None:
     return None
 
 
-def _most_distractors(cfg, most: int = 8) -> int:
-    """The largest count up to `most` whose objects still fit the trial's images."""
-    for k in range(most, 0, -1):
-        try:
-            validate_task(replace(cfg.task, eval_distractors=k))
-            return k
-        except ConfigError:
-            continue
-    return 0
-
-
-def _evaluate(store: RunStore, trial: Trial, run_id: str, evaluations: tuple[str, ...],
-              cancel, device: str) -> None:
-    from cnnprobe.runs import evaluate_run, finetune_run, inspect_run, sweep_run
-
-    cfg = trial.config
-    for what in evaluations:
-        if cancel is not None and cancel.is_set():
-            return
-        if what == "resolution":
-            size = cfg.task.height
-            sizes = sorted({max(4, round(size * f)) for f in SWEEP_FACTORS})
-            try:
-                sweep_run(store, run_id, "resolution", resolutions=sizes, n=EVAL_SAMPLES,
-                          device=device, cancel=cancel)
-            except ConfigError:  # a size the model cannot take: the sizes it can
-                sizes = [s for s in sizes if s >= size]
-                sweep_run(store, run_id, "resolution", resolutions=sizes, n=EVAL_SAMPLES,
-                          device=device, cancel=cancel)
-        elif what == "distractors":
-            sweep_run(store, run_id, "distractors", max_distractors=_most_distractors(cfg),
-                      n=EVAL_SAMPLES, device=device, cancel=cancel)
-        elif what == "probes":
-            inspect_run(store, run_id, probes=True, n_train=256, n_test=128,
-                        device=device, cancel=cancel)
-        elif what == "heldout" and cfg.task.split == "uniform":
-            evaluate_run(store, run_id, region="heldout", quadrant=cfg.task.heldout_quadrant,
-                         n=cfg.train.val_size, device=device)
-        elif what == "finetune":
-            h = round(cfg.task.height * FINETUNE_FACTOR)
-            w = round(cfg.task.width * FINETUNE_FACTOR)
-            steps = max(2, cfg.train.total_steps // FINETUNE_SHARE)
-            child, result = finetune_run(
-                store, run_id, height=h, width=w, steps=steps, cancel=cancel, device=device,
-                name=f"{store.get(run_id).name}-ft{h}",
-                tags=[study_tag(trial.study), f"variant:{trial.variant}",
-                      f"finetune:{trial.key}"])
-            if result.status == "finished":
-                store.save_evaluation(run_id, {"kind": "finetune", "height": h, "width": w,
-                                               "steps": steps, "run": child},
-                                      store.get(child).metrics)
-        # "heldout" of a quadrant-split trial is in its final metrics already
-
-
-def _run_trial(store: RunStore, trial: Trial, evaluations: tuple[str, ...], cancel,
-               device: str | None, on_created: Callable[[str], None] | None = None,
-               on_step: Callable[[int, int], None] | None = None
-               ) -> tuple[str | None, str, str]:
-    """Train one trial (on `device`, or where its config says) and evaluate it:
-    (run id, status, reason)."""
-    from cnnprobe.events import StepEvent
-    from cnnprobe.runs import train_run
-
-    cfg = trial.config
-    if device is not None:
-        cfg = replace(cfg, train=replace(cfg.train, device=device))
-    name = f"{trial.study}-{trial.variant}-s{trial.seed}"
-
-    def listen(event: Any) -> None:
-        if isinstance(event, StepEvent) and on_step is not None:
-            on_step(event.step, event.total_steps)
-
-    made: list[str] = []
-
-    def created(run_id: str) -> None:
-        made.append(run_id)
-        if on_created is not None:
-            on_created(run_id)
-
-    try:
-        run_id, result = train_run(store, cfg, [listen], cancel, name=name, tags=trial.tags,
-                                   on_created=created)
-    except ConfigError as exc:  # the model cannot be built here (weights offline...)
-        run_id = made[0] if made else store.create_run(cfg, name=name, tags=trial.tags)
-        store.set_status(run_id, "skipped", str(exc))
-        return run_id, "skipped", str(exc)
-    if result.status == "finished":
-        try:
-            _evaluate(store, trial, run_id, evaluations, cancel, cfg.train.device)
-        except ConfigError as exc:  # an evaluation this model cannot take: say, keep it
-            return run_id, "finished", f"evaluation skipped: {exc}"
-    return run_id, result.status, result.reason or ""
-
-
 # -- worker processes: module-level state set by the pool's initializer
 _cancel = None
 _events = None
@@ -225,7 +127,7 @@ def _worker_trial(root: str, trial: Trial, evaluations: tuple[str, ...],
             _events.put(("step", trial.key, step, total))
 
     with RunStore(root) as store:
-        return _run_trial(store, trial, evaluations, _cancel, device,
+        return run_trial(store, trial, evaluations, _cancel, device,
                           on_created=lambda rid: _events.put(("created", trial.key, rid)),
                           on_step=on_step)
 
@@ -256,20 +158,34 @@ def trial_slots(workers: int | None, gpus_per_trial: float | None,
     return [None] if n == 1 else ["cpu" if device in ("auto", "cuda") else device] * n
 
 
+BACKENDS = ("local", "ray")
+
+
 def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bool = False,
               on_trial: OnTrial | None = None, on_step: OnStep | None = None,
-              workers: int | None = None, gpus_per_trial: float | None = None
-              ) -> StudyProgress:
-    """Train every missing trial of `plan` into `store`, in this process or in parallel
-    worker processes (see trial_slots); `on_trial` hears each trial's outcome and
-    `on_step` its training steps."""
-    gpus = 0
-    if gpus_per_trial is not None or plan.base.train.device in ("auto", "cuda") and (
-            workers is None or workers > 1):
-        import torch
+              workers: int | None = None, gpus_per_trial: float | None = None,
+              backend: str = "local", address: str | None = None, max_retries: int = 2,
+              cpus_per_trial: float = 1.0, ship_code: bool = False) -> StudyProgress:
+    """Train every missing trial of `plan` into `store`: in this process or in parallel
+    worker processes (backend "local", see trial_slots), or as Ray tasks on a local Ray
+    instance or the cluster at `address` (backend "ray", see ray_backend). `on_trial`
+    hears each trial's outcome and `on_step` its training steps."""
+    if backend not in BACKENDS:
+        raise ConfigError("--backend", backend, f"one of {', '.join(BACKENDS)}")
+    slots: list[str | None] = []
+    if backend == "local":
+        gpus = 0
+        if gpus_per_trial is not None or plan.base.train.device in ("auto", "cuda") and (
+                workers is None or workers > 1):
+            import torch
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    slots = trial_slots(workers, gpus_per_trial, gpus, plan.base.train.device)
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        slots = trial_slots(workers, gpus_per_trial, gpus, plan.base.train.device)
+    else:
+        from cnnprobe.studies.ray_backend import check_options, import_ray
+
+        import_ray()  # a missing extra is said before anything is stored
+        check_options(max_retries, cpus_per_trial)
     progress = StudyProgress()
     todo = _plan_work(store, plan, retry_failed, progress, on_trial)
     if not todo:
@@ -277,7 +193,14 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
     if cancel is not None and cancel.is_set():
         progress.cancelled = True
         return progress
-    if len(slots) == 1 and slots[0] is None:
+    if backend == "ray":
+        from cnnprobe.studies.ray_backend import run_on_ray
+
+        run_on_ray(store, plan, todo, progress, on_trial, on_step, cancel=cancel,
+                   address=address, gpus_per_trial=gpus_per_trial,
+                   cpus_per_trial=cpus_per_trial, max_retries=max_retries,
+                   ship_code=ship_code, settle=_settle)
+    elif len(slots) == 1 and slots[0] is None:
         _run_here(store, plan, todo, cancel, progress, on_trial, on_step)
     else:
         _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
@@ -336,7 +259,7 @@ def _run_here(store, plan, todo, cancel, progress, on_trial, on_step) -> None:
         if on_trial:
             on_trial(trial, "training", None)
         step = (lambda s, t, tr=trial: on_step(tr, s, t)) if on_step else None
-        run_id, status, reason = _run_trial(store, trial, plan.evaluations, cancel, None,
+        run_id, status, reason = run_trial(store, trial, plan.evaluations, cancel, None,
                                             on_step=step)
         _settle(store, trial, run_id, status, reason, progress, on_trial)
         if progress.cancelled:

@@ -1,0 +1,138 @@
+"""The Ray backend on the CPU (one local Ray instance for the session): the same trials and
+metrics as the local backend, a killed worker retried, a stop that stores the trials in
+flight as cancelled, and a missing `ray` said in one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cnnprobe.cli import main
+from cnnprobe.config import ConfigError
+from cnnprobe.store import RunStore
+from cnnprobe.studies import builtin_plan, plan_from_dict
+from cnnprobe.studies.runner import run_study, trial_records
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()
+
+
+def long_plan(name: str, steps: int = 2000):
+    return plan_from_dict({"name": name, "seeds": 2,
+                           "base": {"task.height": 16, "task.width": 16,
+                                    "train.steps": steps, "train.batch_size": 8,
+                                    "train.val_size": 16, "train.device": "cpu"}},
+                          source="test")
+
+
+def trial_worker_pids() -> list[int]:
+    """Ray names a worker process after the task it runs: ray::cnnprobe-trial."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith("ray::cnnprobe-trial"):
+            out.append(int(proc.name))
+    return out
+
+
+def once_each(store: RunStore, plan) -> dict:
+    keys = Counter(t.split(":", 1)[1] for r in store.list_runs(tag=f"study:{plan.name}")
+                   for t in r.tags if t.startswith("trial:"))
+    assert set(keys) == {t.key for t in plan.trials()} and set(keys.values()) == {1}
+    return trial_records(store, plan.name)
+
+
+def test_ray_trials_equal_local_ones(tmp_path, ray_instance):
+    plan = builtin_plan("distractors", "smoke", seeds=2)  # 4 trials with sweeps
+    with RunStore(tmp_path / "local") as local, RunStore(tmp_path / "ray") as remote:
+        run_study(local, plan)
+        steps = {}
+        progress = run_study(remote, plan, backend="ray",
+                             on_step=lambda t, s, n: steps.__setitem__(t.key, s))
+        assert len(progress.trained) == 4 and not progress.failed
+        assert steps == {t.key: t.config.train.total_steps for t in plan.trials()}
+        a, b = once_each(local, plan), once_each(remote, plan)
+        for key, rec in a.items():
+            other = b[key]
+            assert other.status == "finished" and other.tags == rec.tags
+            assert other.metrics == pytest.approx(rec.metrics, rel=1e-5, abs=1e-6)
+            assert other.pid != os.getpid()  # trained in a Ray worker
+            sa = local.sweep(rec.id, "distractors").table
+            sb = remote.sweep(other.id, "distractors").table
+            assert sb["mae"].tolist() == pytest.approx(sa["mae"].tolist(), rel=1e-5)
+            # The imported run is a whole run: its weights load and re-evaluate the same.
+            assert remote.load_checkpoint(other.id, "last").step == rec.steps_done
+        again = run_study(remote, plan, backend="ray")
+        assert again.trained == [] and len(again.kept) == 4
+
+
+def test_a_killed_ray_worker_is_retried_and_the_study_completes(tmp_path, ray_instance):
+    plan = long_plan("killed", steps=600)
+    killed: list[int] = []
+
+    def on_step(trial, step, total):
+        if step >= 20 and not killed:
+            pids = trial_worker_pids()
+            if pids:
+                killed.append(pids[0])
+                os.kill(pids[0], signal.SIGKILL)
+
+    with RunStore(tmp_path) as store:
+        progress = run_study(store, plan, backend="ray", on_step=on_step, max_retries=2)
+        assert killed, "no Ray trial worker was found to kill"
+        assert len(progress.trained) == 2 and not progress.failed
+        records = once_each(store, plan)
+        assert {r.status for r in records.values()} == {"finished"}
+        assert all(r.pid not in killed for r in records.values())
+
+
+def test_stopping_a_ray_study_stores_trials_in_flight_as_cancelled(tmp_path, ray_instance):
+    plan = long_plan("stopped", steps=5000)
+    cancel = threading.Event()
+
+    def on_step(trial, step, total):
+        if step >= 20:
+            cancel.set()
+
+    with RunStore(tmp_path) as store:
+        progress = run_study(store, plan, backend="ray", cancel=cancel, on_step=on_step,
+                             cpus_per_trial=2)  # one at a time: the second is queued
+        assert progress.cancelled
+        statuses = [r.status for r in trial_records(store, "stopped").values()]
+        assert statuses == ["cancelled"]  # the queued one never started: not stored
+
+
+def test_ray_options_and_a_missing_ray_are_one_line(tmp_path, monkeypatch, capsys):
+    plan = builtin_plan("distractors", "smoke", seeds=1)
+    with RunStore(tmp_path) as store:
+        with pytest.raises(ConfigError, match="--max-retries"):
+            run_study(store, plan, backend="ray", max_retries=-1)
+        with pytest.raises(ConfigError, match="--backend"):
+            run_study(store, plan, backend="spark")
+        monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+        with pytest.raises(ConfigError, match=r"pip install -e '\.\[ray\]'"):
+            run_study(store, plan, backend="ray")
+        assert store.list_runs() == []
+    code = main(["--store", str(tmp_path), "study", "run", "distractors", "--scale", "smoke",
+                 "--backend", "ray"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "[ray]" in err and len(err.splitlines()) == 1
