@@ -136,3 +136,32 @@ def test_ray_options_and_a_missing_ray_are_one_line(tmp_path, monkeypatch, capsy
                  "--backend", "ray"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "[ray]" in err and len(err.splitlines()) == 1
+
+
+async def test_the_studies_screen_runs_a_study_on_ray(tmp_path, ray_instance):
+    from textual.widgets import DataTable, Input, Select, Static
+
+    from tui.app import CnnprobeApp
+    from tui.screens.studies import StudiesScreen
+
+    app = CnnprobeApp(tmp_path / "store", watch_store=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("escape", "u")
+        screen = app.screen
+        assert isinstance(screen, StudiesScreen)
+        screen.query_one("#study-name", Select).value = "distractors"
+        screen.query_one("#study-backend", Select).value = "ray"
+        screen.query_one("#study-seeds", Input).value = "1"
+        await pilot.press("ctrl+r")
+        for _ in range(600):
+            await pilot.pause(0.2)
+            if app.lab.study is not None and app.lab.study.done:
+                break
+        await app.workers.wait_for_complete()
+        await pilot.pause(1.0)
+        status = str(screen.query_one("#study-status", Static).render())
+        assert "trained 2" in status, status
+        trials = screen.query_one("#study-trials", DataTable)
+        assert [str(trials.get_cell(k, "status")) for k in trials.rows] == ["finished"] * 2
+    with RunStore(tmp_path / "store") as store:
+        assert len(trial_records(store, "distractors")) == 2

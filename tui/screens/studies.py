@@ -107,6 +107,12 @@ class StudiesScreen(Screen[None]):
             yield Input(placeholder="plan's", id="study-seeds", compact=True)
             yield Label("workers")
             yield Input("1", id="study-workers", compact=True)
+            yield Label("on")
+            yield Select([("local", "local"), ("ray", "ray")], value="local",
+                         allow_blank=False, id="study-backend", compact=True)
+            yield Input(placeholder="ray address", id="study-address", compact=True,
+                        tooltip="with ray: auto or HOST:PORT of a cluster; empty starts a "
+                                "local Ray instance")
         yield Static("", id="study-error", markup=False)
         with Horizontal(id="study-progress-line"):
             yield Static("no study running: ctrl+r starts the one above", id="study-status",
@@ -145,12 +151,22 @@ class StudiesScreen(Screen[None]):
         if plan.name in BUILTIN and plan.source.startswith("built-in"):
             self.query_one("#study-name", Select).value = plan.name
 
-    def _form_plan(self) -> tuple[StudyPlan, int]:
-        return (plan_from_form(self.query_one("#study-name", Select).value,
-                               self.query_one("#study-plan", Input).value,
-                               self.query_one("#study-scale", Select).value,
-                               self.query_one("#study-seeds", Input).value),
-                parse_workers(self.query_one("#study-workers", Input).value))
+    def _form_plan(self) -> tuple[StudyPlan, dict[str, Any]]:
+        """The plan and run_study's options the form names; ConfigError names the field."""
+        plan = plan_from_form(self.query_one("#study-name", Select).value,
+                              self.query_one("#study-plan", Input).value,
+                              self.query_one("#study-scale", Select).value,
+                              self.query_one("#study-seeds", Input).value)
+        backend = self.query_one("#study-backend", Select).value
+        options: dict[str, Any] = {"backend": backend}
+        if backend == "ray":
+            from cnnprobe.studies.ray_backend import import_ray
+
+            import_ray()  # a missing extra is said here, before the study starts
+            options["address"] = self.query_one("#study-address", Input).value.strip() or None
+        else:
+            options["workers"] = parse_workers(self.query_one("#study-workers", Input).value)
+        return plan, options
 
     def say(self, text: str) -> None:
         self.query_one("#study-error", Static).update(text)
@@ -166,7 +182,7 @@ class StudiesScreen(Screen[None]):
             self.say(app.store_error or "no store")
             return
         try:
-            plan, workers = self._form_plan()
+            plan, options = self._form_plan()
         except (ConfigError, StoreError, OSError) as exc:
             self.say(first_line(exc))
             self.notify(first_line(exc), title="fix this first", severity="error", timeout=6)
@@ -176,9 +192,13 @@ class StudiesScreen(Screen[None]):
         cancel = threading.Event()
         app.lab.study, app.lab.study_cancel = state, cancel
         self._drawn = self._reported = (-1, -1)
+        workers = options.get("workers", 1)
+        where = (f"on Ray ({options.get('address') or 'a local instance'})"
+                 if options["backend"] == "ray" else
+                 f"{workers} worker{'s' if workers > 1 else ''}")
         app.log_pane.event(f"study {plan.name}: {len(state.rows())} trials ({plan.source}), "
-                           f"{workers} worker{'s' if workers > 1 else ''}")
-        app.run_worker(lambda: run_study_thread(app, state, cancel, workers), thread=True,
+                           f"{where}")
+        app.run_worker(lambda: run_study_thread(app, state, cancel, options), thread=True,
                        group="study", description=f"study {plan.name}", exit_on_error=False)
         self.poll()
 
@@ -293,14 +313,14 @@ def report_plot(report: StudyReport) -> str:
 
 
 def run_study_thread(app: Any, state: StudyState, cancel: threading.Event,
-                     workers: int) -> None:
+                     options: dict[str, Any]) -> None:
     """The study's worker thread: the engine's run_study, its news into `state`."""
     from cnnprobe.studies.runner import run_study
 
     try:
         with app.worker_store() as store:
             progress = run_study(store, state.plan, cancel=cancel, on_trial=state.on_trial,
-                                 on_step=state.on_step, workers=workers)
+                                 on_step=state.on_step, **options)
         state.summary = (f"trained {len(progress.trained)}, kept {len(progress.kept)}, "
                          f"failed {len(progress.failed)}, skipped {len(progress.skipped)}"
                          + ("; stopped: ctrl+r continues it" if progress.cancelled else ""))
