@@ -23,11 +23,14 @@ instance is started (or the one this process already has is used); with one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +77,8 @@ def connect(address: str | None = None, *, ship_code: bool = False):
         kwargs["runtime_env"] = {"working_dir": str(project_root()),
                                  "excludes": SHIP_EXCLUDES}
     try:
-        ray.init(address=address or None, **kwargs)
+        with _streams_with_descriptors():
+            ray.init(address=address or None, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local Ray instance"
         raise ConfigError("--address", address or "(none)",
@@ -82,6 +86,25 @@ def connect(address: str | None = None, *, ship_code: bool = False):
                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                           "`ray status` on the head node says whether it is up") from None
     return ray
+
+
+@contextlib.contextmanager
+def _streams_with_descriptors() -> Iterator[None]:
+    """ray.init asks sys.stdout/stderr for their file descriptors. Under the TUI they are
+    Textual's capture objects, which have none: for the call, give Ray /dev/null (what
+    it would print must not reach the TUI's terminal anyway)."""
+    try:
+        os.fstat(sys.stdout.fileno())
+        os.fstat(sys.stderr.fileno())
+        real = True
+    except (AttributeError, OSError, ValueError):  # Textual's returns -1
+        real = False
+    if real:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        yield
 
 
 def _channel_class(ray):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cnnprobe.studies.report import StudyReport
 
 POLL_S = 0.5
+GRID_COLUMNS = ("status", "progress", "metric", "seed", "variant", "run")
 STATUS_STYLE = {"finished": "green", "failed": "red", "training": "bold cyan",
                 "cancelled": "yellow", "interrupted": "magenta", "skipped": "dim",
                 "pending": "dim"}
@@ -128,9 +129,9 @@ class StudiesScreen(Screen[None]):
 
     def on_mount(self) -> None:
         trials = self.query_one("#study-trials", DataTable)
-        for label, key in (("variant", "variant"), ("seed", "seed"), ("status", "status"),
-                           ("progress", "progress"), ("metric", "metric"), ("run", "run")):
-            trials.add_column(label, key=key)
+        # The long variant labels last: status and progress stay in view.
+        for key in GRID_COLUMNS:
+            trials.add_column(key, key=key)
         state = self.state
         if state is not None:
             self._set_form(state.plan)
@@ -248,21 +249,20 @@ class StudiesScreen(Screen[None]):
         rows = state.rows()
         have = {str(k.value) for k in table.rows}
         for r in rows:
-            cells = (r.variant, str(r.seed),
-                     Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            cells = (Text(r.status, style=STATUS_STYLE.get(r.status, "")),
                      f"{r.step}/{r.total}", num(r.metric) if r.metric is not None else "-",
-                     (r.run_id or "")[:8])
+                     str(r.seed), r.variant, (r.run_id or "")[:8])
             if r.key not in have:
                 table.add_row(*cells, key=r.key)
             else:
-                for col, value in zip(("variant", "seed", "status", "progress", "metric",
-                                       "run"), cells, strict=True):
+                for col, value in zip(GRID_COLUMNS, cells, strict=True):
                     table.update_cell(r.key, col, value)
         counts = ", ".join(f"{n} {s}" for s, n in sorted(state.counts().items()))
         where = "done" if state.done else "running"
         line = f"{state.plan.name} ({state.plan.source}): {len(rows)} trials, {counts}; {where}"
         if state.error:
-            line += f"; {state.error}"
+            line += "; stopped by an error (below)"
+            self.say(state.error)
         elif state.summary:
             line += f"; {state.summary}"
         self.query_one("#study-status", Static).update(line)
@@ -326,6 +326,11 @@ def run_study_thread(app: Any, state: StudyState, cancel: threading.Event,
                          + ("; stopped: ctrl+r continues it" if progress.cancelled else ""))
     except Exception as exc:  # noqa: BLE001 - one line on the screen, the app lives on
         state.error = first_line(exc)
+        try:
+            app.call_from_thread(app.log_pane.event,
+                                 f"study {state.plan.name}: {state.error}", "error")
+        except RuntimeError:  # the app is closing: the state has it
+            pass
     finally:
         state.done = True
         state.version += 1
