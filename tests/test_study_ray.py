@@ -165,3 +165,26 @@ async def test_the_studies_screen_runs_a_study_on_ray(tmp_path, ray_instance):
         assert [str(trials.get_cell(k, "status")) for k in trials.rows] == ["finished"] * 2
     with RunStore(tmp_path / "store") as store:
         assert len(trial_records(store, "distractors")) == 2
+
+
+def test_ray_init_gets_real_file_descriptors_under_the_tui(monkeypatch):
+    """Textual replaces sys.stdout/stderr with objects whose fileno() is -1, and ray.init
+    fails on those ("file.fileno() is not a valid file descriptor"), seen in tmux."""
+    from cnnprobe.studies.ray_backend import _streams_with_descriptors
+
+    class Captured:  # as Textual's capture
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return -1
+
+    monkeypatch.setattr(sys, "stdout", Captured())
+    monkeypatch.setattr(sys, "stderr", Captured())
+    with _streams_with_descriptors():
+        os.fstat(sys.stdout.fileno())
+        os.fstat(sys.stderr.fileno())
+    assert isinstance(sys.stdout, Captured)
