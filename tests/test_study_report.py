@@ -87,12 +87,12 @@ def test_show_prints_sweep_tables_and_plots(study, capsys):
     assert main(["--store", str(study), *SHOW]) == 0
     out = capsys.readouterr().out
     for words in ("resolution sweep: mae", "distractors sweep: mae", "re-evaluations",
-                  "verdict:", "mae by variant", "±1 SD", "mae by resolution",
+                  "verdict:", "resolution_ratio by variant", "±1 SD", "mae by resolution",
                   "mae by distractors"):
         assert words in out, words
     assert main(["--store", str(study), *SHOW, "--no-plots"]) == 0
     out = capsys.readouterr().out
-    assert "resolution sweep: mae" in out and "mae by variant" not in out
+    assert "resolution sweep: mae" in out and "by variant" not in out
     assert main(["--store", str(study), *SHOW, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     report = study_report(RunStore(study), _plan())
@@ -138,12 +138,14 @@ def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     assert {r["point"] for r in rows if r["kind"] == "evaluation"} == {"32x32"}
     # Markdown: question, table, sweeps, verdict, how to reproduce, plots.
     md = paths["md"].read_text()
-    for words in ("# Study resolution", report.question, "| variant | trials | mae: mean ± SD",
+    for words in ("# Study resolution", report.question,
+                  "| variant | trials | resolution_ratio: mean ± SD",
                   "## Resolution sweep: mae", "## Distractors sweep: mae", "## Verdict",
                   report.verdicts[""], "cnnprobe study run resolution --scale smoke --seeds 2",
-                  "```text\nmae by variant", "mae by resolution", "mae by distractors"):
+                  "```text\nresolution_ratio by variant", "mae by resolution",
+                  "mae by distractors"):
         assert words in md, words
-    seed = report.variants["seednet"]["mae"]
+    seed = report.variants["seednet"]["resolution_ratio"]
     assert f"| seednet | 2 finished | {seed.mean:.4g} ± {seed.std:.2g} (2) |" in md
     # Never over an existing file unless --force.
     assert main(["--store", str(study), *EXPORT, "--out", f"{out}/"]) == 1

@@ -144,9 +144,20 @@ def test_resolution_trials_are_fine_tuned_at_the_notebooks_ratio(tmp_path):
         assert metrics["finetune_mae"] == child.metrics["mae"]
         assert metrics["mae"] == rec.metrics["mae"]
         assert store.sweep(rec.id, "resolution") is not None
-    # The fine-tunes are not trials: two trials, and deleting a stale trial takes its
-    # fine-tune with it.
+        table = store.sweep(rec.id, "resolution").table
+        at = table.loc[table["resolution"] == rec.config.task.height, "mae"].item()
+        assert metrics["resolution_ratio"] == pytest.approx(table["mae"].max() / at)
+    # The fine-tunes are not trials.
     assert sum(stored_studies(store)["resolution"].values()) == 2
+    # seednet's pixels and coordmlp's normalized units: MAE is compared within units
+    # only, the unitless resolution_ratio (the study's metric) across them.
+    from cnnprobe.studies.report import study_report
+
+    report = study_report(store, plan)
+    assert list(report.verdicts) == [""] and "resolution_ratio" in report.verdicts[""]
+    plan.metric = "mae"
+    assert set(study_report(store, plan).verdicts) == {"distance, pixels units",
+                                                       "distance, normalized units"}
 
 
 def test_uniform_split_trials_are_scored_on_the_held_out_quadrant(tmp_path):

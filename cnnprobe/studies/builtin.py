@@ -56,7 +56,7 @@ def _pooling(scale: str) -> dict[str, Any]:
 
 def _resolution(scale: str) -> dict[str, Any]:
     return {"question": "Is what was learned resilient to new resolutions?",
-            "evaluations": ["resolution", "finetune"],
+            "evaluations": ["resolution", "finetune"], "metric": "resolution_ratio",
             "variant": [_variant("seednet", scale, model__name="seednet"),
                         _variant("coordmlp-normalized", scale, model__name="coordmlp",
                                  task__units="normalized"),
@@ -89,6 +89,7 @@ def _position(scale: str) -> dict[str, Any]:
 def _distractors(scale: str) -> dict[str, Any]:
     return {"question": "Is it resilient to additional objects at validation time?",
             "base": {"model.name": "plaincnn"}, "evaluations": ["distractors"],
+            "metric": "distractors_max_mae",
             "axis": [{"field": "task.distractors", "values": [0, 3]}]}
 
 

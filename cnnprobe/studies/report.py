@@ -20,6 +20,8 @@ T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.
        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 HIGHER_IS_BETTER = ("r2", "accuracy")
+# Metrics without units: they compare across a study's pixel and normalized variants.
+UNITLESS = ("r2", "accuracy", "resolution_ratio")
 STUDY_FORMAT = "cnnprobe.study/1"
 NOT_METRICS = ("n",)  # sample counts, not measurements
 
@@ -192,12 +194,14 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     per_sweep: dict[str, dict[str, dict[float, dict[str, list[float]]]]] = {}
     per_eval: dict[str, dict[str, dict[str, list[float]]]] = {}
     task_of: dict[str, str] = {}
+    units_of: dict[str, str] = {}
     statuses: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
     missing = 0
     for trial in plan.trials():
         per.setdefault(trial.variant, {})
         task_of[trial.variant] = trial.config.task.name
+        units_of[trial.variant] = trial.config.task.units
         statuses.setdefault(trial.variant, {})
         runs.setdefault(trial.variant, [])
         rec = stored.get(trial.key)
@@ -227,11 +231,15 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     evaluations = {label: {setting: {m: summarise(vs) for m, vs in ms.items()}
                            for setting, ms in settings.items()}
                    for label, settings in per_eval.items()}
-    # Metrics of different tasks are not comparable: one verdict per task.
-    tasks = sorted(set(task_of.values()))
-    verdicts = {("" if len(tasks) == 1 else task): verdict(
-        plan.metric, {v: s for v, s in summaries.items() if task_of[v] == task})
-        for task in tasks}
+    # Metrics of different tasks, or in other units (pixels vs normalized), are not
+    # comparable: one verdict per group. Unitless metrics compare across units.
+    group_of = {label: task_of[label] if plan.metric in UNITLESS or len(set(
+        units_of.values())) == 1 else f"{task_of[label]}, {units_of[label]} units"
+        for label in task_of}
+    groups = sorted(set(group_of.values()))
+    verdicts = {("" if len(groups) == 1 else group): verdict(
+        plan.metric, {v: s for v, s in summaries.items() if group_of[v] == group})
+        for group in groups}
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
                        command, task_of)

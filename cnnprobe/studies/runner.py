@@ -89,6 +89,25 @@ def trial_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
         prefix = metric_prefix(ev.get("options", {}))
         if prefix:
             out.update({prefix + k: v for k, v in ev.get("metrics", {}).items() if k != "n"})
+    out.update(_sweep_metrics(store, rec))
+    return out
+
+
+def _sweep_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+    """What a trial's sweeps say in one number each, comparable across units:
+    `resolution_ratio`, its worst MAE over the resolution sweep over its MAE at the size
+    it was trained at (1 = no loss anywhere); `distractors_max_mae`, its worst MAE over the
+    distractor sweep."""
+    out: dict[str, float] = {}
+    sweep = store.sweep(rec.id, "resolution")
+    if sweep is not None and len(sweep.table):
+        rows = {int(r["resolution"]): float(r["mae"]) for r in sweep.table.to_dict("records")}
+        at = rows.get(rec.config.task.height)
+        if at and math.isfinite(at) and at > 0:
+            out["resolution_ratio"] = max(rows.values()) / at
+    sweep = store.sweep(rec.id, "distractors")
+    if sweep is not None and len(sweep.table):
+        out["distractors_max_mae"] = float(sweep.table["mae"].max())
     return out
 
 
