@@ -144,6 +144,8 @@ def test_resolution_trials_are_fine_tuned_at_the_notebooks_ratio(tmp_path):
         assert metrics["finetune_mae"] == child.metrics["mae"]
         assert metrics["mae"] == rec.metrics["mae"]
         assert store.sweep(rec.id, "resolution") is not None
+        labels = store.predictions(rec.id)[1].astype(float)
+        assert metrics["mean_guess_mae"] == pytest.approx(abs(labels - labels.mean()).mean())
         table = store.sweep(rec.id, "resolution").table
         at = table.loc[table["resolution"] == rec.config.task.height, "mae"].item()
         assert metrics["resolution_ratio"] == pytest.approx(table["mae"].max() / at)

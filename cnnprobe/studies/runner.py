@@ -89,16 +89,24 @@ def trial_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
         prefix = metric_prefix(ev.get("options", {}))
         if prefix:
             out.update({prefix + k: v for k, v in ev.get("metrics", {}).items() if k != "n"})
-    out.update(_sweep_metrics(store, rec))
+    out.update(_derived_metrics(store, rec))
     return out
 
 
-def _sweep_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
-    """What a trial's sweeps say in one number each, comparable across units:
-    `resolution_ratio`, its worst MAE over the resolution sweep over its MAE at the size
-    it was trained at (1 = no loss anywhere); `distractors_max_mae`, its worst MAE over the
-    distractor sweep."""
+def _derived_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+    """Numbers computed from what the trial stored:
+
+    - `mean_guess_mae`: the MAE of always predicting the mean of its validation labels,
+      the baseline every MAE of the trial is to be read against (R² is 1 - MSE over this
+      guess's MSE);
+    - `resolution_ratio`: its worst MAE over the resolution sweep over its MAE at the
+      size it was trained at (1 = no loss anywhere; unitless);
+    - `distractors_max_mae`: its worst MAE over the distractor sweep."""
     out: dict[str, float] = {}
+    stored = store.predictions(rec.id)
+    if stored is not None and len(stored[1]):
+        labels = stored[1].astype("float64").reshape(len(stored[1]), -1)
+        out["mean_guess_mae"] = float(abs(labels - labels.mean(axis=0)).mean())
     sweep = store.sweep(rec.id, "resolution")
     if sweep is not None and len(sweep.table):
         rows = {int(r["resolution"]): float(r["mae"]) for r in sweep.table.to_dict("records")}
