@@ -256,7 +256,7 @@ class StudiesScreen(Screen[None]):
                 table.add_row(*cells, key=r.key)
             else:
                 for col, value in zip(GRID_COLUMNS, cells, strict=True):
-                    table.update_cell(r.key, col, value)
+                    table.update_cell(r.key, col, value, update_width=True)
         counts = ", ".join(f"{n} {s}" for s, n in sorted(state.counts().items()))
         where = "done" if state.done else "running"
         line = f"{state.plan.name} ({state.plan.source}): {len(rows)} trials, {counts}; {where}"
