@@ -289,7 +289,9 @@ class StudiesScreen(Screen[None]):
         report = message.report
         table = self.query_one("#study-report", DataTable)
         table.clear(columns=True)
-        metrics = [m for m in ("mae", "r2", "accuracy", "heldout_mae", "finetune_mae")
+        # The study's own metric first, then MAE beside its mean-guess baseline.
+        metrics = [m for m in dict.fromkeys((report.metric, "mae", "mean_guess_mae", "r2",
+                                             "accuracy", "heldout_mae", "finetune_mae"))
                    if any(m in ms for ms in report.variants.values())]
         table.add_columns("variant", "trials", *metrics)
         for label, ms in report.variants.items():
