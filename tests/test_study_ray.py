@@ -105,6 +105,27 @@ def test_a_killed_ray_worker_is_retried_and_the_study_completes(tmp_path, ray_in
         assert all(r.pid not in killed for r in records.values())
 
 
+def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
+                                                                     ray_instance):
+    plan = long_plan("doomed", steps=600)
+    plan.seeds = (0,)
+    killed: list[int] = []
+
+    def on_step(trial, step, total):
+        pids = [p for p in trial_worker_pids() if p not in killed]
+        if step >= 10 and pids:
+            killed.append(pids[0])
+            os.kill(pids[0], signal.SIGKILL)
+
+    with RunStore(tmp_path) as store:
+        progress = run_study(store, plan, backend="ray", on_step=on_step, max_retries=0)
+        assert killed and len(progress.failed) == 1
+        (rec,) = trial_records(store, "doomed").values()
+        assert rec.status == "failed" and "Ray worker failed 1 time (" in rec.reason
+        # The study can be run again: the failed trial is kept unless --retry-failed.
+        assert run_study(store, plan, backend="ray").trained == []
+
+
 def test_stopping_a_ray_study_stores_trials_in_flight_as_cancelled(tmp_path, ray_instance):
     plan = long_plan("stopped", steps=5000)
     cancel = threading.Event()

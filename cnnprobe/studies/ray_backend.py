@@ -107,6 +107,11 @@ def _streams_with_descriptors() -> Iterator[None]:
         yield
 
 
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 def _channel_class(ray):
     @ray.remote(num_cpus=0, max_restarts=0)
     class Channel:
@@ -247,8 +252,10 @@ def run_on_ray(store, plan, todo: list[Trial], progress, on_trial, on_step, *, c
                     continue  # stopped before it started: missing, run again later
                 except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                         ray.exceptions.RayTaskError, ray.exceptions.RayError) as exc:
-                    reason = (f"its Ray worker failed {max_retries + 1} times "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+                    runs = max_retries + 1
+                    reason = (f"its Ray worker failed {runs} time{'s' if runs > 1 else ''} "
+                              f"({type(exc).__name__}: {_first(exc)}); --max-retries "
+                              "allows more, `study run --retry-failed` tries it again")
                     run_id = store.create_run(trial.config, name=f"{trial.study}-"
                                               f"{trial.variant}-s{trial.seed}",
                                               tags=trial.tags)
