@@ -96,14 +96,16 @@ class StudiesScreen(Screen[None]):
 
     # -- layout
     def compose(self) -> ComposeResult:
-        with Horizontal(id="study-form"):
+        # Two rows, so that every control fits an 80-column terminal.
+        with Horizontal(classes="study-form"):
             yield Label("study")
             yield Select([(f"{name}", name) for name in BUILTIN], value="pooling",
                          allow_blank=False, id="study-name", compact=True)
-            yield Input(placeholder="or plan.toml", id="study-plan", compact=True)
+            yield Input(placeholder="or a plan.toml file", id="study-plan", compact=True)
             yield Label("scale")
             yield Select([(s, s) for s in SCALES], value="smoke", allow_blank=False,
                          id="study-scale", compact=True)
+        with Horizontal(classes="study-form"):
             yield Label("seeds")
             yield Input(placeholder="plan's", id="study-seeds", compact=True)
             yield Label("workers")
