@@ -136,3 +136,14 @@ async def test_bad_study_input_says_one_line_and_stores_nothing(store_dir, tmp_p
         assert app.is_running and app.lab.study is None
     with RunStore(store_dir) as store:
         assert store.list_runs() == []
+
+
+async def test_the_timers_are_harmless_once_the_screens_are_gone(store_dir):
+    """The tick and the store poll can fire while the app closes, after the last screen
+    is gone (seen in CI: ScreenStackError from a tick): they do nothing then."""
+    app = CnnprobeApp(store_dir, config=tiny(), watch_store=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.press("escape", "u")
+    assert not app.screen_stack
+    app.tick()
+    app.refresh_runs()

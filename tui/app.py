@@ -200,7 +200,7 @@ class CnnprobeApp(LabActions, App[None]):
         return RunStore(self.store_root)
 
     def refresh_runs(self, select: str | None = None) -> None:
-        if self.store is None:
+        if self.store is None or not self.screen_stack:  # none yet, or closing
             return
         try:
             records = self.store.list_runs()
@@ -234,7 +234,9 @@ class CnnprobeApp(LabActions, App[None]):
         """The lab's own screen, at the bottom of the stack whatever is shown over it (a
         dialog, Activations, Studies): the panes are queried there, not on the screen on
         top, so a worker's result that arrives meanwhile still finds them."""
-        return self.screen_stack[0] if self.screen_stack else self.screen
+        if not self.screen_stack:  # closing: query the app itself, as before Studies
+            return self  # type: ignore[return-value]
+        return self.screen_stack[0]
 
     def show_pane(self, name: str) -> None:
         """In the narrow layout, the pane on screen; in the grid, all are."""

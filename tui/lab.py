@@ -144,7 +144,7 @@ class LabActions:
 
     def tick(self: CnnprobeApp) -> None:
         """The throttle: a few times a second, merge events and redraw what is shown."""
-        if not self.plots.is_mounted:  # shutting down
+        if not self.screen_stack or not self.plots.is_mounted:  # shutting down
             return
         redraw = False
         for job in list(self.active.values()):
