@@ -4,19 +4,13 @@ trial key, so running it again trains only what is missing.
 A finished trial is kept; a cancelled or interrupted one is removed and trained again; a
 failed or skipped one is kept unless `retry_failed`; one running in another process is
 left to it. A trial whose model cannot be built here (pretrained weights offline) is
-stored as `skipped` with the one-line fix. After training, a trial gets the plan's evaluations:
+stored as `skipped` with the one-line fix. What a trial is (training, then the plan's
+evaluations) is in trial.py.
 
-- `resolution`: a sweep over 0.5x-2x of its size;
-- `finetune`: a fine-tune at 2.34x its size (the notebook's 128 -> 300), a third of its
-  steps, stored as its own run (tag `finetune:KEY`) and as an evaluation of the trial;
-- `distractors`: a sweep over 0..8 distractors (fewer where 8 would not fit);
-- `heldout`: the error on the held-out quadrant, in the final metrics of a quadrant-split
-  trial and evaluated on the same quadrant for a uniform one (the score it is held to);
-- `probes`: per-layer linear probes.
-
-Trials run in this process (`workers=1`) or in parallel worker processes, one slot each:
-`workers` slots on the CPU, or `gpus_per_trial` of a GPU per slot on every GPU. All of
-them record into the same store (SQLite in WAL mode takes the concurrent writers).
+Trials run in this process (`workers=1`), in parallel worker processes, one slot each
+(`workers` slots on the CPU, or `gpus_per_trial` of a GPU per slot on every GPU), all
+recording into the same store (SQLite in WAL mode takes the concurrent writers), or as
+Ray tasks (ray_backend.py).
 """
 
 from __future__ import annotations

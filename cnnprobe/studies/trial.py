@@ -1,5 +1,16 @@
 """One trial of a study, trained and evaluated into a store: what every backend runs (this
-process, a local worker process, a Ray task on another machine)."""
+process, a local worker process, a Ray task on another machine).
+
+After training, a trial gets the plan's evaluations:
+
+- `resolution`: a sweep over 0.5x-2x of its size;
+- `finetune`: a fine-tune at 2.34x its size (the notebook's 128 -> 300), a third of its
+  steps, stored as its own run (tag `finetune:KEY`) and as an evaluation of the trial;
+- `distractors`: a sweep over 0..8 distractors (fewer where 8 would not fit);
+- `heldout`: the error on the held-out quadrant, in the final metrics of a quadrant-split
+  trial and evaluated on the same quadrant for a uniform one (the score it is held to);
+- `probes`: per-layer linear probes.
+"""
 
 from __future__ import annotations
 
