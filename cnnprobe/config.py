@@ -8,11 +8,22 @@ one clear line instead of a traceback deep inside torch.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-TASK_NAMES = ("distance", "area", "locate", "count")
+# Every probe task and its one-line description (`cnnprobe tasks`, the TUI's task list);
+# the generators in cnnprobe/tasks/probes.py take theirs from here.
+TASK_DESCRIPTIONS = {
+    "distance": "distance between two marked pixels (+1 and -1)",
+    "area": "area of one filled rectangle",
+    "locate": "find two shapes, then the distance between their centres",
+    "count": "how many separate shapes there are",
+}
+TASK_NAMES = tuple(TASK_DESCRIPTIONS)
+# The sizes a resolution sweep evaluates when none are given (CLI `sweep`, the TUI's dialog).
+DEFAULT_RESOLUTIONS = tuple(range(64, 256, 10))
 UNITS = ("pixels", "normalized")
 SPLITS = ("uniform", "quadrant")
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
@@ -270,12 +281,16 @@ class RunConfig:
             section = dict(data.get(name) or {})
             if stored:
                 section = {**LEGACY_DEFAULTS.get(name, {}), **section}
-            known = {f.name for f in fields(kind)}
-            unknown = sorted(set(section) - known)
+            unknown = sorted(set(section) - _field_names(kind))
             if unknown:
                 raise ConfigError(f"{name}.{unknown[0]}", section[unknown[0]], "unknown setting")
             parts[name] = kind(**section)
         return cls(**parts)
+
+
+@functools.cache
+def _field_names(kind: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(kind))
 
 
 def _check(ok: bool, field_name: str, value: Any, allowed: str) -> None:

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from cnnprobe.config import TaskConfig, require_int
-from cnnprobe.evaluate import compute_metrics
 from cnnprobe.inspect import (
     INPUT,
     check_layers,
@@ -33,6 +32,7 @@ from cnnprobe.inspect import (
     hooked_forward,
     layers_of_interest,
 )
+from cnnprobe.metrics import compute_metrics
 from cnnprobe.tasks import make_generator, make_task
 
 # Penalties relative to the summed squared features (n per standardised column, times d).

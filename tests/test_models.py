@@ -89,7 +89,10 @@ def test_model_table_lists_every_model_with_parameters():
         assert row["params"] > 0
         assert row["description"] and "\n" not in row["description"]
         built = build_model(cfg_for(row["name"]), 3)
-        assert row["params"] == count_parameters(built)
+        assert row["params"] == count_parameters(built)  # the registry's recorded count
+    one = {r["name"]: r["params"] for r in model_table(in_channels=1)}
+    assert one["plaincnn"] == count_parameters(build_model(cfg_for("plaincnn"), 1))
+    assert one["seednet"] == count_parameters(build_model(cfg_for("seednet"), 3))
 
 
 def test_build_model_unknown_name_lists_known_names():

@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int
 
 
 def cmd_sweep(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.evaluate import DEFAULT_RESOLUTIONS
+    from cnnprobe.config import DEFAULT_RESOLUTIONS
     from cnnprobe.runs import sweep_run
 
     run_id = store.resolve(args.run)

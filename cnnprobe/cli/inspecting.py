@@ -19,7 +19,7 @@ from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
 from cnnprobe.measurement import describe
 from cnnprobe.report.formatting import num
-from cnnprobe.report.heatmap import CMAPS, NORMALIZE, RESAMPLE
+from cnnprobe.report.palettes import CMAPS, NORMALIZE, RESAMPLE
 from cnnprobe.store import RunStore
 
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"

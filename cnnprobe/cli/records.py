@@ -18,7 +18,7 @@ from cnnprobe.cli.tables import (
     runs_table,
     status_text,
 )
-from cnnprobe.config import RunConfig
+from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.measurement import best_of, describe
 from cnnprobe.report.formatting import ago, duration, num
 from cnnprobe.store import STATUSES, RunStore, StoreError
@@ -26,9 +26,19 @@ from cnnprobe.store import STATUSES, RunStore, StoreError
 RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
 
 
+# A table on the terminal shows this many runs unless --limit says otherwise: thousands of
+# lines scroll everything else away (and `--json` or `--limit 0` give them all).
+TABLE_LIMIT = 100
+
+
 def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    records = store.list_runs(task=args.task, model=args.model, status=args.status,
-                              tag=args.tag, limit=args.limit)
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError("--limit", args.limit, "0 (every run) or more")
+    limit = args.limit or None  # 0: every run
+    if args.limit is None and not args.json:
+        limit = TABLE_LIMIT
+    filters = {"task": args.task, "model": args.model, "status": args.status, "tag": args.tag}
+    records = store.list_runs(**filters, limit=limit)
     if args.json:
         print_json([record_json(r) for r in records])
     elif not records:
@@ -36,6 +46,11 @@ def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int
             (args.task, args.model, args.status, args.tag)) else " yet: `cnnprobe train`"))
     else:
         console.print(runs_table(records, f"runs in {store.path} (newest first)"))
+        if args.limit is None and len(records) == limit:
+            total = store.count_runs(**filters)
+            if total > limit:
+                console.print(f"the newest {limit} of {total:,} runs; --limit N for more, "
+                              "--limit 0 for all", style="dim", highlight=False)
     return 0
 
 
@@ -134,7 +149,7 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
 
 def _ckpt_step(store: RunStore, run_id: str, which: str) -> str:
     try:
-        return str(store.load_checkpoint(run_id, which).step)
+        return str(store.checkpoint_step(run_id, which))
     except StoreError:
         return "unreadable"
 
@@ -204,7 +219,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--model", help="only runs of this model")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--tag", help="only runs with this tag")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help=f"at most N runs; 0: all (default: the newest {TABLE_LIMIT} in the "
+                        "table, all with --json)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", parents=[common], help="one run: record, metrics, sweeps",

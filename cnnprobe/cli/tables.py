@@ -40,38 +40,104 @@ def record_json(rec: RunRecord) -> dict[str, Any]:
 
 
 def short_ids(records: list[RunRecord], length: int = 8) -> dict[str, str]:
-    """The shortest prefix of at least `length` that tells each listed run apart."""
-    ids = [r.id for r in records]
-    out = {}
-    for rid in ids:
-        n = length
-        while n < len(rid) and any(o != rid and o.startswith(rid[:n]) for o in ids):
+    """The shortest prefix of at least `length` that tells each listed run apart: one more
+    character than it shares with its neighbours in sorted order (n log n for any count)."""
+    ids = sorted({r.id for r in records})
+
+    def shared(a: str, b: str) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
             n += 1
-        out[rid] = rid[:n]
+        return n
+
+    out = {}
+    for k, rid in enumerate(ids):
+        common = max(shared(rid, ids[k - 1]) if k else 0,
+                     shared(rid, ids[k + 1]) if k + 1 < len(ids) else 0)
+        out[rid] = rid[:min(len(rid), max(length, common + 1))]
     return out
 
 
-def runs_table(records: list[RunRecord], title: str = "runs") -> Table:
-    """One line per run; on a narrow terminal the name and tags give way first."""
-    ids = short_ids(records)
-    rows = []
-    for r in records:
-        steps = f"{r.steps_done}/{r.total_steps}" if r.status == "running" else str(r.steps_done)
-        mae = r.metrics.get("mae", r.best_val_mae)  # stopped early: the best so far
-        rows.append([ids[r.id], r.name, r.status, f"{r.task}/{r.model}", r.resolution,
-                     steps, num(mae), ago(r.created_at, short=True), ",".join(r.tags)])
-    header = ["id", "name", "status", "task/model", "size", "steps", "MAE", "created", "tags"]
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for i, col in enumerate(header):
-        flexible = col in ("name", "tags", "task/model")
-        width = max([len(col), *(len(row[i]) for row in rows)])
-        table.add_column(col, justify="right" if col in ("size", "steps", "MAE") else "left",
-                         no_wrap=not flexible, overflow="ellipsis",
-                         min_width=min(width, 10) if flexible else width)
-    for r, row in zip(records, rows, strict=True):
-        row[2] = status_text(r)
-        table.add_row(*row)
-    return table
+RUN_COLUMNS = ("id", "name", "status", "task/model", "size", "steps", "MAE", "created", "tags")
+RIGHT = frozenset({"size", "steps", "MAE"})
+# On a narrow terminal these give way, in this order, down to their minimum widths.
+SHRINK = (("tags", 4), ("name", 10), ("task/model", 10))
+
+
+class RunsTable:
+    """One line per run, laid out in plain Python and written as segments: Rich's Table
+    measures every cell of every row, which took 15 s for 3,000 runs; this takes a few
+    milliseconds (bench/bench_startup.py). On a narrow terminal the tags, then the name,
+    then task/model give way (with an ellipsis); a line still too long is cropped."""
+
+    def __init__(self, records: list[RunRecord], title: str = "runs") -> None:
+        self.records = records
+        self.title = title
+
+    def rows(self) -> list[list[str]]:
+        ids = short_ids(self.records)
+        rows = []
+        for r in self.records:
+            steps = (f"{r.steps_done}/{r.total_steps}" if r.status == "running"
+                     else str(r.steps_done))
+            mae = r.metrics.get("mae", r.best_val_mae)  # stopped early: the best so far
+            rows.append([ids[r.id], r.name, r.status, f"{r.task}/{r.model}", r.resolution,
+                         steps, num(mae), ago(r.created_at, short=True), ",".join(r.tags)])
+        return rows
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.cells import cell_len, set_cell_size
+        from rich.segment import Segment
+        from rich.style import Style
+
+        rows = self.rows()
+        widths = [max([cell_len(col), *(cell_len(row[i]) for row in rows)])
+                  for i, col in enumerate(RUN_COLUMNS)]
+        gap = 2
+        over = sum(widths) + gap * (len(widths) - 1) - options.max_width
+        for col, least in SHRINK:
+            if over <= 0:
+                break
+            i = RUN_COLUMNS.index(col)
+            cut = min(over, max(0, widths[i] - max(least, cell_len(col))))
+            widths[i] -= cut
+            over -= cut
+        total = min(options.max_width, sum(widths) + gap * (len(widths) - 1))
+
+        def cell(text: str, i: int) -> str:
+            w = widths[i]
+            if cell_len(text) > w:
+                text = set_cell_size(text, w - 1) + "…"
+            return text.rjust(w) if RUN_COLUMNS[i] in RIGHT else set_cell_size(text, w)
+
+        def line(cells: list[tuple[str, Style | None]]) -> list[Segment]:
+            out: list[Segment] = []
+            used = 0
+            for k, (text, style) in enumerate(cells):
+                piece = ("  " if k else "") + text
+                if used + cell_len(piece) > total:
+                    piece = set_cell_size(piece, total - used)
+                out.append(Segment(piece, style))
+                used += cell_len(piece)
+                if used >= total:
+                    break
+            return [*out, Segment.line()]
+
+        italic, bold = Style(italic=True), Style(bold=True)
+        yield Segment(set_cell_size(self.title.center(total), total), italic)
+        yield Segment.line()
+        yield from line([(cell(col, i), bold) for i, col in enumerate(RUN_COLUMNS)])
+        yield Segment("─" * total)
+        yield Segment.line()
+        styles = {k: Style.parse(v) for k, v in STATUS_STYLE.items()}
+        for rec, row in zip(self.records, rows, strict=True):
+            yield from line([(cell(text, i), styles.get(rec.status) if i == 2 else None)
+                             for i, text in enumerate(row)])
+
+
+def runs_table(records: list[RunRecord], title: str = "runs") -> RunsTable:
+    """The runs as a table for the terminal (see RunsTable)."""
+    return RunsTable(records, title)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:

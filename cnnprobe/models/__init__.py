@@ -3,6 +3,10 @@ task before any tensor is made.
 
 Each model maps (B, C, H, W) float images to (B,) float32 predictions for any H, W of at
 least its `min_size`, and ends in an fp32 RegressionHead (see head.py).
+
+This module is torch-free: the registry, the checks and `model_table` answer without
+importing torch (`cnnprobe models`, the TUI's form before the engine has loaded); only
+`build_model` imports the architecture it builds.
 """
 
 from __future__ import annotations
@@ -10,31 +14,24 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, validate
-from cnnprobe.models.backbones import (
+from cnnprobe.models.spec import (
     BACKBONE_BATCH1_MIN_SIZE,
+    BACKBONE_FLOATS_PER_PIXEL,
     BACKBONE_MIN_SIZE,
-    BACKBONES,
+    SEEDNET_FLOATS_PER_PIXEL,
     WeightsError,
-    backbone_builder,
-)
-from cnnprobe.models.coordconv import (
-    build_coordconv,
     coordconv_floats_per_pixel,
     coordconv_min_size,
-)
-from cnnprobe.models.head import InputNorm, RegressionHead
-from cnnprobe.models.plaincnn import (
-    build_plaincnn,
     plaincnn_batch1_min_size,
     plaincnn_floats_per_pixel,
     plaincnn_min_size,
 )
-from cnnprobe.models.seednet import SEEDNET_FLOATS_PER_PIXEL, build_coordmlp, build_seednet
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["MODELS", "InputNorm", "ModelSpec", "RegressionHead", "WeightsError", "build_model",
            "check_model_fits", "count_parameters", "model_table", "resolve_input_norm",
@@ -60,43 +57,88 @@ class ModelSpec:
     # Smallest max(H, W) at which a batch of ONE can train: a BatchNorm that sees a single
     # value per channel raises in training mode. None: same as min_size.
     batch1_min_size: Callable[[ModelConfig], int] | None = None
+    # Parameters at the default options with 3 input channels, shown by `cnnprobe models`
+    # without building (and so without importing torch); tests/test_models.py builds each
+    # model and checks this number.
+    params: int = 0
 
 
 def _const(value: float) -> Callable[[ModelConfig], float]:
     return lambda cfg: value
 
 
+def _build_seednet(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.seednet import build_seednet
+
+    return build_seednet(cfg, in_channels)
+
+
+def _build_coordmlp(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.seednet import build_coordmlp
+
+    return build_coordmlp(cfg, in_channels)
+
+
+def _build_plaincnn(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.plaincnn import build_plaincnn
+
+    return build_plaincnn(cfg, in_channels)
+
+
+def _build_coordconv(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.coordconv import build_coordconv
+
+    return build_coordconv(cfg, in_channels)
+
+
+def _backbone(arch: str) -> Callable[[ModelConfig, int], nn.Module]:
+    def build(cfg: ModelConfig, in_channels: int) -> nn.Module:
+        from cnnprobe.models.backbones import build_backbone
+
+        return build_backbone(arch, cfg, in_channels)
+
+    build.__name__ = f"build_{arch}"
+    return build
+
+
 _SPECS = [
     ModelSpec("seednet", "the seed notebook's Net: fixed 1x1 preconv, global max/min, 8 fc "
-              "layers (features scaled by 128)", build_seednet, lambda cfg: 1, True, False,
-              _const(SEEDNET_FLOATS_PER_PIXEL)),
+              "layers (features scaled by 128)", _build_seednet, lambda cfg: 1, True, False,
+              _const(SEEDNET_FLOATS_PER_PIXEL),
+              params=99_849),
     ModelSpec("coordmlp", "seednet's preconv and global max/min with normalized coordinate "
-              "features and an MLP head (resolution-free)", build_coordmlp, lambda cfg: 1,
-              True, False, _const(SEEDNET_FLOATS_PER_PIXEL)),
+              "features and an MLP head (resolution-free)", _build_coordmlp, lambda cfg: 1,
+              True, False, _const(SEEDNET_FLOATS_PER_PIXEL),
+              params=33_801),
     ModelSpec("plaincnn", "depth x (conv3x3, BN, ReLU) with max/avg/stride/no downsampling, "
-              "global pool, MLP head", build_plaincnn,
+              "global pool, MLP head", _build_plaincnn,
               lambda cfg: plaincnn_min_size(cfg.depth, cfg.pool), False, False,
               plaincnn_floats_per_pixel,
-              lambda cfg: plaincnn_batch1_min_size(cfg.depth, cfg.pool)),
+              lambda cfg: plaincnn_batch1_min_size(cfg.depth, cfg.pool),
+              params=421_921),
     ModelSpec("coordconv", "CoordConv (Liu et al. 2018): x/y channels before every conv, "
-              "stride 2 every 2nd layer, max+avg pool", build_coordconv,
+              "stride 2 every 2nd layer, max+avg pool", _build_coordconv,
               lambda cfg: coordconv_min_size(cfg.depth), False, False,
-              coordconv_floats_per_pixel),
+              coordconv_floats_per_pixel,
+              params=39_393),
     ModelSpec("resnet18", "torchvision ResNet-18 (ImageNet weights optional), fc replaced by "
-              "a regression head", backbone_builder("resnet18"),
+              "a regression head", _backbone("resnet18"),
               lambda cfg: BACKBONE_MIN_SIZE, False, True,
-              _const(BACKBONES["resnet18"].floats_per_pixel),
-              lambda cfg: BACKBONE_BATCH1_MIN_SIZE),
+              _const(BACKBONE_FLOATS_PER_PIXEL["resnet18"]),
+              lambda cfg: BACKBONE_BATCH1_MIN_SIZE,
+              params=11_177_025),
     ModelSpec("resnet34", "torchvision ResNet-34 (ImageNet weights optional), fc replaced by "
-              "a regression head", backbone_builder("resnet34"),
+              "a regression head", _backbone("resnet34"),
               lambda cfg: BACKBONE_MIN_SIZE, False, True,
-              _const(BACKBONES["resnet34"].floats_per_pixel),
-              lambda cfg: BACKBONE_BATCH1_MIN_SIZE),
+              _const(BACKBONE_FLOATS_PER_PIXEL["resnet34"]),
+              lambda cfg: BACKBONE_BATCH1_MIN_SIZE,
+              params=21_285_185),
     ModelSpec("mobilenet_v3_small", "torchvision MobileNetV3-Small (ImageNet weights "
               "optional), last classifier layer replaced by a regression head",
-              backbone_builder("mobilenet_v3_small"), lambda cfg: BACKBONE_MIN_SIZE, False,
-              True, _const(BACKBONES["mobilenet_v3_small"].floats_per_pixel),
-              lambda cfg: BACKBONE_BATCH1_MIN_SIZE),
+              _backbone("mobilenet_v3_small"), lambda cfg: BACKBONE_MIN_SIZE, False,
+              True, _const(BACKBONE_FLOATS_PER_PIXEL["mobilenet_v3_small"]),
+              lambda cfg: BACKBONE_BATCH1_MIN_SIZE,
+              params=1_518_881),
 ]
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
@@ -165,6 +207,8 @@ def build_model(cfg: ModelConfig, in_channels: int) -> nn.Module:
 def available_memory() -> tuple[int, str]:
     """Bytes a training run may use and what they are: free CUDA memory when CUDA is
     available, else the machine's physical RAM."""
+    import torch
+
     if torch.cuda.is_available():
         try:
             free, _total = torch.cuda.mem_get_info()
@@ -180,9 +224,14 @@ def estimate_training_bytes(cfg: ModelConfig, task: TaskConfig, batch_size: int)
     return batch_size * task.height * task.width * spec.floats_per_pixel(cfg) * 4
 
 
-def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None = None) -> None:
+def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None = None,
+                     *, memory: bool = True) -> None:
     """Raise ConfigError when model `cfg` cannot run on `task` images (or, with
-    `batch_size`, would not fit in memory); the error names the field to change."""
+    `batch_size`, would not fit in memory); the error names the field to change.
+
+    `memory=False` leaves out the memory check, the one part that imports torch (it asks
+    CUDA for its free memory): the TUI's form checks that way until the engine has loaded,
+    and the run checks again in full when it starts."""
     spec = _spec(cfg.name)
     _check_options(spec, cfg)
     if cfg.weights_path and not os.path.isfile(os.path.expanduser(cfg.weights_path)):
@@ -203,6 +252,8 @@ def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None 
                           f"at least 2 for {spec.name} at {task.height}x{task.width}: with one "
                           "image its last BatchNorm sees a single value per channel; or use "
                           f"images of at least {one} px")
+    if not memory:
+        return
     est = estimate_training_bytes(cfg, task, batch_size)
     avail, what = available_memory()
     if est > MEMORY_FRACTION * avail:
@@ -214,12 +265,12 @@ def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None 
                           "resolution")
 
 
-def validate_run(cfg: RunConfig) -> RunConfig:
+def validate_run(cfg: RunConfig, *, memory: bool = True) -> RunConfig:
     """Check every field (config.validate), that the model fits the task and the memory at
     the batch size, and resolve `auto` settings (model.input_norm): the config a run
-    records. Raises ConfigError naming the field."""
+    records. Raises ConfigError naming the field. `memory=False`: see check_model_fits."""
     validate(cfg)
-    check_model_fits(cfg.model, cfg.task, cfg.train.batch_size)
+    check_model_fits(cfg.model, cfg.task, cfg.train.batch_size, memory=memory)
     norm = resolve_input_norm(cfg.model)
     if norm != cfg.model.input_norm:
         cfg = replace(cfg, model=replace(cfg.model, input_norm=norm))
@@ -233,15 +284,28 @@ def count_parameters(module: nn.Module) -> int:
 
 def model_table(in_channels: int = 3) -> list[dict]:
     """One row per registry model: name, params (default options, no pretrained weights),
-    min_size, needs_coord_channels, supports_pretrained and description."""
+    min_size, needs_coord_channels, supports_pretrained and description. With 3 input
+    channels (the default) nothing is built; with another count the non-coordinate models
+    are built to count their parameters (coordinate models only exist with 3)."""
     rows = []
     for name, spec in MODELS.items():
         cfg = replace(ModelConfig(), name=name, pretrained=False, weights_path=None)
-        # Coordinate models only exist with 3 input channels; count them that way.
-        channels = 3 if spec.needs_coord_channels else in_channels
-        rows.append({"name": name, "params": count_parameters(build_model(cfg, channels)),
+        params = spec.params
+        if in_channels != 3 and not spec.needs_coord_channels:
+            params = count_parameters(build_model(cfg, in_channels))
+        rows.append({"name": name, "params": params,
                      "min_size": spec.min_size(cfg),
                      "needs_coord_channels": spec.needs_coord_channels,
                      "supports_pretrained": spec.supports_pretrained,
                      "description": spec.description})
     return rows
+
+
+def __getattr__(name: str) -> Any:
+    """The parts that are torch modules load on first use (PEP 562), so importing the
+    registry stays torch-free."""
+    if name in ("InputNorm", "RegressionHead"):
+        from cnnprobe.models import head
+
+        return getattr(head, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,17 +35,15 @@ from torchvision.models import (
     WeightsEnum,
 )
 
-from cnnprobe.config import ConfigError, ModelConfig
+from cnnprobe.config import ModelConfig
 from cnnprobe.errors import first_line
 from cnnprobe.models.head import ProbeModel, RegressionHead
-
-BACKBONE_MIN_SIZE = 32  # all three halve the image five times
-# Training at batch 1 needs the last BatchNorm (at 1/32 resolution) to see 2 positions.
-BACKBONE_BATCH1_MIN_SIZE = 33
-
-
-class WeightsError(ConfigError):
-    """Pretrained or local weights could not be found, read or fitted to the model."""
+from cnnprobe.models.spec import (  # noqa: F401 - re-exported
+    BACKBONE_BATCH1_MIN_SIZE,
+    BACKBONE_FLOATS_PER_PIXEL,
+    BACKBONE_MIN_SIZE,
+    WeightsError,
+)
 
 
 @dataclass(frozen=True)
@@ -56,20 +54,16 @@ class Backbone:
     weights: WeightsEnum
     first_conv: str  # dotted path of the conv that sees the input
     classifier: str  # dotted path of the 1000-class Linear we replace
-    floats_per_pixel: float  # see backbone_floats_per_pixel
 
 
-# floats_per_pixel: fp32 values autograd saves for backward per input pixel per sample,
-# measured with saved-tensor hooks at 64x64 and 128x96 (resnet18 ~113, resnet34 ~165,
-# mobilenet_v3_small ~86), times 1.5 for the gradients alive during the backward pass.
 BACKBONES: dict[str, Backbone] = {
     "resnet18": Backbone(torchvision.models.resnet18, ResNet18_Weights.IMAGENET1K_V1,
-                         "conv1", "fc", 170.0),
+                         "conv1", "fc"),
     "resnet34": Backbone(torchvision.models.resnet34, ResNet34_Weights.IMAGENET1K_V1,
-                         "conv1", "fc", 250.0),
+                         "conv1", "fc"),
     "mobilenet_v3_small": Backbone(torchvision.models.mobilenet_v3_small,
                                    MobileNet_V3_Small_Weights.IMAGENET1K_V1,
-                                   "features.0.0", "classifier.3", 130.0),
+                                   "features.0.0", "classifier.3"),
 }
 
 
@@ -239,12 +233,3 @@ def build_backbone(arch: str, cfg: ModelConfig, in_channels: int) -> nn.Module:
         state, source = pretrained_state(arch)
         load_weights(model, state, "model.pretrained", source)
     return model
-
-
-def backbone_builder(arch: str) -> Callable[[ModelConfig, int], nn.Module]:
-    """A registry `build` function for one backbone."""
-    def build(cfg: ModelConfig, in_channels: int) -> nn.Module:
-        return build_backbone(arch, cfg, in_channels)
-
-    build.__name__ = f"build_{arch}"
-    return build

@@ -21,6 +21,7 @@ from torch import nn
 
 from cnnprobe.config import ModelConfig
 from cnnprobe.models.head import ProbeModel, RegressionHead
+from cnnprobe.models.spec import coordconv_floats_per_pixel, coordconv_min_size  # noqa: F401
 
 HEAD_HIDDEN = (128,)
 
@@ -73,11 +74,6 @@ class CoordConv2d(nn.Module):
         return self.conv(self.add_coords(x))
 
 
-def coordconv_min_size(depth: int, downsample: bool = True) -> int:
-    """Smallest input side: each of the depth // 2 strided layers needs 2 pixels to halve."""
-    return 2 ** (depth // 2) if downsample else 1
-
-
 class CoordConvNet(ProbeModel):
     """`depth` CoordConv+ReLU layers, global max+avg pooling, MLP head."""
 
@@ -107,20 +103,3 @@ def build_coordconv(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Registry builder: depth and width from the config; stride 2 every second layer."""
     return CoordConvNet(in_channels, depth=cfg.depth, width=cfg.width,
                         input_norm=cfg.input_norm)
-
-
-def coordconv_floats_per_pixel(cfg: ModelConfig) -> float:
-    """Rough fp32 values per input pixel per sample while training: what autograd keeps for
-    backward (per layer the coordinate-augmented input and the conv output at that layer's
-    resolution), times 1.5 for the gradients alive during backward, plus the input batch.
-    Checked against saved-tensor hooks in the tests."""
-    saved = 0.0
-    area = 1.0
-    c_in = 3
-    for i in range(cfg.depth):
-        saved += (c_in + 2) * area  # AddCoords output, kept by the conv
-        if i % 2 == 1:
-            area /= 4
-        saved += cfg.width * area  # conv output (ReLU is in place)
-        c_in = cfg.width
-    return 1.5 * saved + 3.0

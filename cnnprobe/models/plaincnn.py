@@ -25,35 +25,15 @@ from torch import nn
 
 from cnnprobe.config import ModelConfig
 from cnnprobe.models.head import ProbeModel, RegressionHead
+from cnnprobe.models.spec import (  # noqa: F401 - re-exported
+    CHANNEL_CAP,
+    block_channels,
+    plaincnn_batch1_min_size,
+    plaincnn_floats_per_pixel,
+    plaincnn_min_size,
+)
 
-CHANNEL_CAP = 256
 HEAD_HIDDEN = (128,)
-
-
-def block_channels(depth: int, width: int, pool: str) -> list[int]:
-    """Output channels of each block (see the module docstring for the rule)."""
-    if pool == "none":
-        return [width] * depth
-    cap = max(width, CHANNEL_CAP)
-    return [min(width * 2**i, cap) for i in range(depth)]
-
-
-def plaincnn_min_size(depth: int, pool: str) -> int:
-    """Smallest input side: every halving must have at least 2 pixels to halve; without
-    downsampling any size works."""
-    return 1 if pool == "none" else 2**depth
-
-
-def plaincnn_batch1_min_size(depth: int, pool: str) -> int:
-    """Smallest max(H, W) at which training with a batch of one works: every BatchNorm needs
-    more than one value per channel. With stride the last BatchNorm comes after the last
-    halving, so at exactly 2**depth square it would see a 1x1 map; so would pool=none at 1x1.
-    Max and avg pool after the BatchNorm, which therefore always sees at least 2x2."""
-    if pool == "stride":
-        return 2**depth + 1
-    if pool == "none":
-        return 2
-    return 2**depth
 
 
 class PlainCNN(ProbeModel):
@@ -95,23 +75,3 @@ def build_plaincnn(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Registry builder: depth, width, pool and global_pool come from the model config."""
     return PlainCNN(in_channels, depth=cfg.depth, width=cfg.width, pool=cfg.pool,
                     global_pool=cfg.global_pool, input_norm=cfg.input_norm)
-
-
-def plaincnn_floats_per_pixel(cfg: ModelConfig) -> float:
-    """Rough fp32 values per input pixel per sample while training: what autograd keeps for
-    backward (per block the conv output, the BN/ReLU output, and for max pooling its int64
-    indices, plus the pooled map the next conv reads), times 1.5 for the gradients alive
-    during backward, plus the input batch. Checked against saved-tensor hooks in the tests."""
-    saved = 0.0
-    area = 1.0  # resolution of the block's input, relative to the image
-    for c in block_channels(cfg.depth, cfg.width, cfg.pool):
-        if cfg.pool == "stride":
-            area /= 4
-            saved += 2 * c * area  # conv and BN outputs, both at the halved size
-        elif cfg.pool == "none":
-            saved += 2 * c * area
-        else:
-            indices = 2 * c * area / 4 if cfg.pool == "max" else 0.0  # int64 = 2 floats
-            saved += 2 * c * area + c * area / 4 + indices
-            area /= 4
-    return 1.5 * saved + 3.0

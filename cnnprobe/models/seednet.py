@@ -132,9 +132,3 @@ def build_seednet(cfg: ModelConfig, in_channels: int) -> nn.Module:
 def build_coordmlp(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """Registry builder for `coordmlp` (in_channels must be 3; the registry checks)."""
     return CoordMLP()
-
-
-# Training memory per input pixel per sample, in fp32 values: the input (3) and the
-# short-lived preconv output (2) with slack for temporaries; autograd keeps only the
-# gathered extreme pixels. Checked against saved-tensor hooks in tests/test_models.py.
-SEEDNET_FLOATS_PER_PIXEL = 6.0

@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnprobe.config import RunConfig
 from cnnprobe.store.database import StoreDatabase
-from cnnprobe.store.files import read_arrays, write_arrays
+from cnnprobe.store.files import peek_checkpoint, read_arrays, write_arrays
 from cnnprobe.store.provenance import hostname, process_alive, process_token
 from cnnprobe.store.records import (
     CHECKPOINTS,
@@ -142,6 +142,14 @@ class RunArtifacts(StoreDatabase):
             raise StoreError(f"run {run_id[:8]} has no {which} checkpoint ({path} is missing)"
                              f"{hint}")
         return read_checkpoint(path)
+
+    def checkpoint_step(self, run_id: str, which: str = "last") -> int:
+        """The step a checkpoint was written at, read without torch (files.peek_checkpoint);
+        StoreError if the file is missing or unreadable."""
+        step = peek_checkpoint(self.checkpoint_path(run_id, which)).get("step")
+        if not isinstance(step, int):
+            raise StoreError(f"checkpoint {self.checkpoint_path(run_id, which)} has no step")
+        return step
 
     def save_predictions(self, run_id: str, predictions: Any, labels: Any) -> None:
         write_arrays(self.run_dir(run_id) / "predictions.npz", predictions=predictions,

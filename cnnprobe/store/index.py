@@ -135,11 +135,9 @@ class RunStore(RunArtifacts):
             raise StoreError(f"no run {run_id!r} in {self.path}: `cnnprobe runs` lists them")
         return _record(rows[0])
 
-    def list_runs(self, *, task: str | None = None, model: str | None = None,
-                  status: str | None = None, tag: str | None = None,
-                  parent_id: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        """Newest first."""
-        self.mark_interrupted()
+    @staticmethod
+    def _filters(task: str | None, model: str | None, status: str | None, tag: str | None,
+                 parent_id: str | None) -> tuple[str, tuple]:
         where, args = [], []
         for column, value in (("task", task), ("model", model), ("status", status),
                               ("parent_id", parent_id)):
@@ -149,11 +147,25 @@ class RunStore(RunArtifacts):
         if tag is not None:
             where.append("EXISTS (SELECT 1 FROM tags WHERE tags.run_id = runs.id AND tag = ?)")
             args.append(tag)
-        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_at DESC, id DESC"
+        return (f" WHERE {' AND '.join(where)}" if where else ""), tuple(args)
+
+    def list_runs(self, *, task: str | None = None, model: str | None = None,
+                  status: str | None = None, tag: str | None = None,
+                  parent_id: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Newest first."""
+        self.mark_interrupted()
+        where, args = self._filters(task, model, status, tag, parent_id)
+        sql = _SELECT + where + " ORDER BY created_at DESC, id DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_record(r) for r in self._read(sql, tuple(args))]
+        return [_record(r) for r in self._read(sql, args)]
+
+    def count_runs(self, *, task: str | None = None, model: str | None = None,
+                   status: str | None = None, tag: str | None = None,
+                   parent_id: str | None = None) -> int:
+        """How many runs list_runs would give with the same filters and no limit."""
+        where, args = self._filters(task, model, status, tag, parent_id)
+        return int(self._read("SELECT count(*) FROM runs" + where, args)[0][0])
 
     def delete(self, run_id: str, *, force: bool = False) -> None:
         """Remove a run's records and files. A run still training is refused unless `force`."""

@@ -1,28 +1,33 @@
-"""Probe tasks: batched, seeded generators of images and spatial targets."""
+"""Probe tasks: batched, seeded generators of images and spatial targets.
+
+Importing this package is torch-free (`cnnprobe tasks` and the TUI's task list answer
+from `task_table` at once); the generators load on first use of any other name (PEP 562).
+"""
 
 from __future__ import annotations
 
-from cnnprobe.config import TASK_NAMES, ConfigError, TaskConfig
-from cnnprobe.tasks.base import Batch, ProbeTask, coord_planes, make_generator, stream_seed
-from cnnprobe.tasks.probes import AreaTask, CountTask, DistanceTask, LocateTask
+from typing import Any
 
-TASKS: dict[str, type[ProbeTask]] = {
-    t.name: t for t in (DistanceTask, AreaTask, LocateTask, CountTask)
-}
-assert tuple(TASKS) == TASK_NAMES
+from cnnprobe.config import TASK_DESCRIPTIONS
 
+__all__ = ["TASKS", "Batch", "ProbeTask", "coord_planes", "make_generator", "make_task",
+           "stream_seed", "task_table"]
 
-def make_task(cfg: TaskConfig) -> ProbeTask:
-    """Build the task a config names (validating the config)."""
-    if cfg.name not in TASKS:
-        raise ConfigError("task.name", cfg.name, f"one of {', '.join(TASKS)}")
-    return TASKS[cfg.name](cfg)
+_BASE = ("Batch", "ProbeTask", "coord_planes", "make_generator", "stream_seed")
 
 
 def task_table() -> list[dict[str, str]]:
     """Name and one-line description of every task, for `cnnprobe tasks`."""
-    return [{"name": n, "description": t.description} for n, t in TASKS.items()]
+    return [{"name": n, "description": d} for n, d in TASK_DESCRIPTIONS.items()]
 
 
-__all__ = ["TASKS", "Batch", "ProbeTask", "coord_planes", "make_generator", "make_task",
-           "stream_seed", "task_table"]
+def __getattr__(name: str) -> Any:
+    if name in _BASE:
+        from cnnprobe.tasks import base
+
+        return getattr(base, name)
+    if name in ("TASKS", "make_task"):
+        from cnnprobe.tasks import probes
+
+        return getattr(probes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cnnprobe.config import TASK_DESCRIPTIONS, TASK_NAMES, ConfigError, TaskConfig
 from cnnprobe.tasks.base import (
     Batch,
     ProbeTask,
@@ -58,7 +59,7 @@ class DistanceTask(ProbeTask):
     """
 
     name = "distance"
-    description = "distance between two marked pixels (+1 and -1)"
+    description = TASK_DESCRIPTIONS["distance"]
 
     def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
               out: torch.Tensor | None) -> Batch:
@@ -86,7 +87,7 @@ class AreaTask(ProbeTask):
     """One filled axis-aligned rectangle; target: its area."""
 
     name = "area"
-    description = "area of one filled rectangle"
+    description = TASK_DESCRIPTIONS["area"]
 
     def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
               out: torch.Tensor | None) -> Batch:
@@ -118,7 +119,7 @@ class LocateTask(ProbeTask):
     """Two filled shapes (disc or square, random size); target: distance between centres."""
 
     name = "locate"
-    description = "find two shapes, then the distance between their centres"
+    description = TASK_DESCRIPTIONS["locate"]
 
     def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
               out: torch.Tensor | None) -> Batch:
@@ -146,7 +147,7 @@ class CountTask(ProbeTask):
     """N separate shapes, N uniform in [count_min, count_max]; target: N."""
 
     name = "count"
-    description = "how many separate shapes there are"
+    description = TASK_DESCRIPTIONS["count"]
 
     def _draw(self, batch: int, g: torch.Generator, distractors: int, region: Region,
               out: torch.Tensor | None) -> Batch:
@@ -166,3 +167,16 @@ class CountTask(ProbeTask):
         # slot finds no room only rarely, and then the label still matches the image.
         target = valid.sum(1).float()
         return Batch(images, target, boxes, valid)
+
+
+TASKS: dict[str, type[ProbeTask]] = {
+    t.name: t for t in (DistanceTask, AreaTask, LocateTask, CountTask)
+}
+assert tuple(TASKS) == TASK_NAMES
+
+
+def make_task(cfg: TaskConfig) -> ProbeTask:
+    """Build the task a config names (validating the config)."""
+    if cfg.name not in TASKS:
+        raise ConfigError("task.name", cfg.name, f"one of {', '.join(TASKS)}")
+    return TASKS[cfg.name](cfg)
