@@ -31,7 +31,7 @@ from cnnprobe.config import RunConfig
 from cnnprobe.store import schema
 from cnnprobe.store.artifacts import RunArtifacts
 from cnnprobe.store.provenance import hostname, process_alive, process_token, versions
-from cnnprobe.store.records import RunRecord, StoreError, default_name, lenient_config
+from cnnprobe.store.records import RunRecord, StoredRunRecord, StoreError, default_name
 
 DEFAULT_ROOT = Path("checkpoints")
 SCHEMA_VERSION = schema.latest_version()
@@ -46,20 +46,15 @@ def default_root() -> Path:
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
-    config, warning = lenient_config(json.loads(row["config"]))
     tags = sorted(row["tag_list"].split("\x1f")) if row["tag_list"] else []
-    return RunRecord(
-        id=row["id"], name=row["name"], status=row["status"], reason=row["reason"],
-        config=config, seed=row["seed"], created_at=row["created_at"],
-        finished_at=row["finished_at"], device=row["device"], device_name=row["device_name"],
-        versions=json.loads(row["versions"]), wall_time_s=row["wall_time_s"],
-        samples_seen=row["samples_seen"], steps_done=row["steps_done"],
-        metrics=json.loads(row["metrics"]), measured=json.loads(row["measured"]), tags=tags,
-        note=row["note"],
-        parent_id=row["parent_id"], kind=row["kind"], total_steps=row["total_steps"],
-        resumed_at=json.loads(row["resumed_at"]), parameters=row["parameters"],
-        best_val_mae=row["best_val_mae"], host=row["host"], pid=row["pid"],
-        heartbeat_at=row["heartbeat_at"], config_warning=warning)
+    plain = {k: row[k] for k in (
+        "id", "name", "status", "reason", "seed", "created_at", "finished_at", "device",
+        "device_name", "wall_time_s", "samples_seen", "steps_done", "note", "parent_id", "kind",
+        "total_steps", "parameters", "best_val_mae", "host", "pid", "heartbeat_at")}
+    plain["tags"] = tags
+    raw = {k: row[k] for k in StoredRunRecord.LAZY}
+    return StoredRunRecord.from_columns(plain, raw, (row["task"], row["model"], row["height"],
+                                                     row["width"]))
 
 
 _SELECT = ("SELECT runs.*, (SELECT group_concat(tag, char(31)) FROM tags "

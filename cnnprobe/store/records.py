@@ -74,6 +74,71 @@ class RunRecord:
         return 1 + len(self.resumed_at)
 
 
+class StoredRunRecord(RunRecord):
+    """A RunRecord read from the index whose JSON columns (config, metrics, measured,
+    versions, resumed_at) are parsed on first use, and whose task, model and resolution come
+    from their own columns: listing thousands of runs costs the query, not thousands of
+    config parses (bench/bench_startup.py). Otherwise it is a RunRecord in every way."""
+
+    LAZY = ("config", "metrics", "measured", "versions", "resumed_at")
+
+    @classmethod
+    def from_columns(cls, plain: dict[str, Any], raw: dict[str, str],
+                     columns: tuple[str, str, int, int]) -> StoredRunRecord:
+        rec = cls.__new__(cls)
+        rec.__dict__.update(plain)
+        rec.__dict__["_raw"] = raw
+        rec.__dict__["_columns"] = columns
+        return rec
+
+    def __getattr__(self, name: str) -> Any:
+        raw = self.__dict__.get("_raw")
+        if raw is None or name not in raw:
+            raise AttributeError(name)
+        text = raw.pop(name)
+        if name == "config":
+            import json
+
+            value, warning = lenient_config(json.loads(text))
+            self.__dict__["_config_warning"] = warning
+        else:
+            import json
+
+            value = json.loads(text)
+        self.__dict__[name] = value
+        return value
+
+    @property
+    def config_warning(self) -> str:  # type: ignore[override]
+        if "_config_warning" not in self.__dict__:
+            self.config  # noqa: B018 - parsing the config says whether it needed repair
+        return self.__dict__.get("_config_warning", "")
+
+    @config_warning.setter
+    def config_warning(self, value: str) -> None:
+        self.__dict__["_config_warning"] = value
+
+    def _column(self, i: int) -> Any:
+        columns = self.__dict__.get("_columns")
+        if columns is None or "config" in self.__dict__:
+            return None
+        return columns[i]
+
+    @property
+    def task(self) -> str:
+        return self._column(0) or self.config.task.name
+
+    @property
+    def model(self) -> str:
+        return self._column(1) or self.config.model.name
+
+    @property
+    def resolution(self) -> str:
+        if self._column(2) is not None:
+            return f"{self._column(2)}x{self._column(3)}"
+        return f"{self.config.task.height}x{self.config.task.width}"
+
+
 @dataclass
 class Checkpoint:
     """Weights and everything needed to rebuild and continue a run."""
