@@ -26,8 +26,9 @@ from rich.console import Console
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, apply_preset
 from cnnprobe.evaluate import Sweep
 from cnnprobe.store import RunRecord
+from cnnprobe.system import GpuSample, SystemSnapshot
 from tui import app as app_module
-from tui.widgets import log_pane, runs_pane
+from tui.widgets import log_pane, runs_pane, system_line
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("CNNPROBE_UPDATE_SNAPSHOTS") == "1"
@@ -118,10 +119,22 @@ def plain_environment(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
+class FixedMachine:
+    """The system line's sampler, always the same machine: one GPU, a busy process."""
+
+    def sample(self, run=None):
+        gib = 2**30
+        gpu = GpuSample(0, "NVIDIA H200", 87, int(31.2 * gib), 141 * gib, 64, 250, 700)
+        return SystemSnapshot((gpu,), proc_cpu_pct=103, proc_rss=int(2.1 * gib),
+                              host_cpu_pct=45, ram_used=int(12.3 * gib), ram_total=24 * gib,
+                              run=run)
+
+
 @pytest.fixture
 def fixed_clocks(monkeypatch):
     monkeypatch.setattr(runs_pane, "clock", lambda: T0 + 120)
     monkeypatch.setattr(log_pane, "clock", lambda: time.gmtime(T0))
+    monkeypatch.setattr(system_line, "make_sampler", FixedMachine)
 
 
 async def ready(app, pilot) -> None:

@@ -137,6 +137,9 @@ class CnnprobeApp(LabActions, App[None]):
             yield RunsPane(id="runs")
             yield LogPane(id="log")
         yield Static("", id="form-error", markup=False)
+        from tui.widgets.system_line import SystemLine  # the machine (cnnprobe.system)
+
+        yield SystemLine(id="system")
         yield RunStatus(id="status")
         yield Footer(compact=True)
 
