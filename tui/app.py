@@ -41,7 +41,8 @@ NARROW_WIDTH, NARROW_HEIGHT = 110, 30
 PANES = (("task", "1 Task"), ("model", "2 Model"), ("plots", "3 Plots"), ("runs", "4 Runs"),
          ("log", "5 Log"))
 PALETTE_TITLES = {"sweep_resolution": "Resolution sweep", "sweep_distractors": "Distractor sweep",
-                  "mark": "Mark for compare", "plot_prev": "Previous plot tab",
+                  "mark": "Mark for compare", "baseline": "Pin or unpin the Compare baseline",
+                  "filter_runs": "Filter the runs", "plot_prev": "Previous plot tab",
                   "plot_next": "Next plot tab", "theme": "Toggle dark/light theme",
                   "delete": "Delete run", "export": "Export run", "resume": "Resume run",
                   "finetune": "Fine-tune at another resolution", "stop": "Stop the run",
@@ -86,6 +87,12 @@ class CnnprobeApp(LabActions, App[None]):
                 tooltip="studies: a question answered over configs × seeds, with statistics"),
         Binding("m", "mark", "Mark", id="mark",
                 tooltip="mark or unmark the selected run for the Compare tab"),
+        Binding("b", "baseline", "Baseline", id="baseline", show=False,
+                tooltip="pin (or unpin) the selected run as the baseline Compare draws the "
+                        "others against"),
+        Binding("slash", "filter_runs", "Filter", id="filter_runs", show=False,
+                tooltip="filter the runs: words, status:failed model:resnet18 tag:x study:y "
+                        "(escape clears)"),
         Binding("delete", "delete", "Delete", id="delete",
                 tooltip="delete the selected run (asks first)"),
         Binding("left_square_bracket", "plot_tab(-1)", "◀Plot", id="plot_prev",
@@ -254,6 +261,10 @@ class CnnprobeApp(LabActions, App[None]):
         if event.tabs.id == "pane-tabs" and event.tab.id:
             self.show_pane(event.tab.id.removeprefix("tab-"))
 
+    def action_filter_runs(self) -> None:
+        self.show_pane("runs")
+        self.runs.open_filter()
+
     def action_focus_pane(self, name: str) -> None:
         self.show_pane(name)
         target = {"task": "#task-list", "model": "#model Select", "plots": "#plots Tabs",
@@ -290,7 +301,8 @@ class CnnprobeApp(LabActions, App[None]):
     # Keys that act on the lab's panes and selected run: off (and out of the footer) while
     # the Studies screen is on top, which has its own.
     LAB_ONLY = frozenset({"train", "stop", "sweep", "resume", "finetune", "export",
-                          "activations", "mark", "delete", "plot_tab", "focus_pane",
+                          "activations", "mark", "baseline", "filter_runs", "delete",
+                          "plot_tab", "focus_pane",
                           "leave_field", "studies"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -417,6 +429,7 @@ def key_table() -> list[tuple[str, str, str]]:
     where = {"sweep_resolution": "outside fields", "sweep_distractors": "outside fields",
              "resume": "outside fields", "finetune": "outside fields",
              "export": "outside fields", "mark": "outside fields", "delete": "outside fields",
+             "baseline": "outside fields", "filter_runs": "outside fields",
              "activations": "outside fields",
              "plot_prev": "outside fields", "plot_next": "outside fields",
              "theme": "outside fields", "leave_field": "in a field"}
@@ -427,6 +440,9 @@ def key_table() -> list[tuple[str, str, str]]:
     for b in PlotsPane.BINDINGS:
         rows.append((" / ".join(_key_name(k) for k in b.key.split(",")),
                      b.tooltip or b.description, "Plots pane"))
+    for b in RunsPane.BINDINGS:
+        rows.append((" / ".join(_key_name(k) for k in b.key.split(",")),
+                     b.tooltip or b.description, "Runs pane"))
     rows.append(("ctrl+p", "command palette", "anywhere"))
     rows.append(("tab / shift+tab", "next / previous field", "anywhere"))
     return rows
@@ -434,7 +450,7 @@ def key_table() -> list[tuple[str, str, str]]:
 
 def _key_name(key: str) -> str:
     return {"left_square_bracket": "[", "right_square_bracket": "]", "question_mark": "?",
-            "equals_sign": "=", "plus": "+", "minus": "-"}.get(key, key)
+            "slash": "/", "equals_sign": "=", "plus": "+", "minus": "-"}.get(key, key)
 
 
 _MODEL_TABLE: list[dict] | None = None

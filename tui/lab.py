@@ -365,7 +365,7 @@ class LabActions:
                 self._load_run(job.run_id)
             self.plots.set_tab("sweep")
             self.plots.redraw()
-        if job.run_id in self.runs.marked:
+        if job.run_id in self.runs.compared:
             self.load_compare()
 
     def action_resume(self: CnnprobeApp) -> None:
@@ -445,8 +445,22 @@ class LabActions:
                     "Compare", timeout=2)
         self.load_compare()
 
+    def action_baseline(self: CnnprobeApp) -> None:
+        """Pin the selected run as the baseline Compare draws the others against, or unpin."""
+        rec = self.selected_record("pin as the Compare baseline", idle=False)
+        if rec is None:
+            return
+        pinned = self.runs.toggle_baseline(rec.id)
+        others = len([m for m in self.runs.marked if m != rec.id])
+        self.notify(f"{rec.id[:8]} is the Compare baseline; {others} marked run(s) drawn "
+                    "against it" if pinned else f"{rec.id[:8]} unpinned: no baseline",
+                    timeout=3)
+        self.load_compare()
+        if pinned:
+            self.plots.set_tab("compare")
+
     def load_compare(self: CnnprobeApp) -> None:
-        self._compare_worker(list(self.runs.marked))
+        self._compare_worker(self.runs.compared)
 
     @work(thread=True, exit_on_error=False, exclusive=True, group="compare",
           description="compare")
@@ -460,7 +474,7 @@ class LabActions:
         self.post_message(CompareLoaded(views))
 
     def on_compare_loaded(self: CnnprobeApp, message: CompareLoaded) -> None:
-        self.plots.show_compare(message.views)
+        self.plots.show_compare(message.views, self.runs.baseline)
 
     def action_delete(self: CnnprobeApp) -> None:
         rec = self.selected_record("delete")
@@ -476,8 +490,11 @@ class LabActions:
                 self.notify(f"could not delete {rec.id[:8]}: {exc}", severity="error")
                 return
             self.views.pop(rec.id, None)
-            if rec.id in self.runs.marked:
-                self.runs.toggle_mark(rec.id)
+            if rec.id in self.runs.compared:
+                if rec.id in self.runs.marked:
+                    self.runs.toggle_mark(rec.id)
+                if rec.id == self.runs.baseline:
+                    self.runs.toggle_baseline(rec.id)
                 self.load_compare()
             self.log_pane.event(f"deleted run {rec.id[:8]} ({rec.task}/{rec.model} "
                                 f"{rec.resolution})", "warn")

@@ -30,6 +30,7 @@ class RunView:
     sweeps: dict[str, pd.DataFrame] = field(default_factory=dict)  # kind -> Sweep.table
     metrics: dict[str, float] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)  # how `metrics` were made
+    name: str = ""  # the run's name in the store ("" for a run not stored yet)
     version: int = 0  # bumped on every change, so plots redraw only what changed
 
     @property
@@ -49,7 +50,8 @@ class RunView:
     def from_store(cls, store: RunStore, record: RunRecord) -> RunView:
         """Everything the plots need of a stored run (called in a worker thread)."""
         view = cls(record.id, record.config, record.status, record.reason,
-                   metrics=dict(record.metrics), measured=dict(record.measured))
+                   metrics=dict(record.metrics), measured=dict(record.measured),
+                   name=record.name)
         view.train_history = list(store.train_history(record.id))
         view.val_history = list(store.val_history(record.id))
         pl = store.predictions(record.id)
@@ -60,6 +62,17 @@ class RunView:
             if sweep is not None:
                 view.sweeps[kind] = sweep.table
         return view
+
+
+def mae_curve(view: RunView) -> tuple[list[float], list[float]]:
+    """Validation MAE against step, whatever the training loss (Compare's baseline deltas)."""
+    steps, values = [], []
+    for row in view.val_history:
+        v = row.get("mae")
+        if v is not None:
+            steps.append(float(row["step"]))
+            values.append(float(v))
+    return steps, values
 
 
 def validation_curve(view: RunView) -> tuple[list[float], list[float], str]:

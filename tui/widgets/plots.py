@@ -14,13 +14,14 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from cnnprobe.evaluate import error_by_label
 from cnnprobe.measurement import describe_short
-from tui.run_view import RunView, validation_curve
+from cnnprobe.store.records import default_name
+from tui.run_view import RunView, mae_curve, validation_curve
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
 
@@ -286,35 +287,78 @@ class SweepPlot(RunPlot):
 
 
 def compare_label(view: RunView) -> str:
+    """A run in a legend: its id, and its name where one was given, else model and size."""
     c = view.config
-    return f"{(view.run_id or 'new')[:6]} {c.model.name} {c.task.height}"
+    short = (view.run_id or "new")[:6]
+    if view.name and view.name != default_name(c):
+        return f"{short} {view.name[:24]}"
+    return f"{short} {c.model.name} {c.task.height}"
+
+
+def relative(xs: list[float], ys: list[float], base_x: list[float], base_y: list[float]
+             ) -> tuple[list[float], list[float]]:
+    """ys minus the baseline at the same x (linear between the baseline's points), where
+    the baseline has points around x: nothing is extrapolated."""
+    if not base_x or not xs:
+        return [], []
+    bx, by = np.asarray(base_x, dtype=np.float64), np.asarray(base_y, dtype=np.float64)
+    order = np.argsort(bx)
+    bx, by = bx[order], by[order]
+    keep = [(x, y) for x, y in zip(xs, ys, strict=True) if bx[0] <= x <= bx[-1]]
+    if not keep:
+        return [], []
+    kx = np.asarray([x for x, _ in keep])
+    diff = np.asarray([y for _, y in keep]) - np.interp(kx, bx, by)
+    return kx.tolist(), diff.tolist()
+
+
+def final_mae(view: RunView) -> float | None:
+    mae = view.metrics.get("mae")
+    return float(mae) if mae is not None and math.isfinite(mae) else None
 
 
 class ComparePlot(RunPlot):
-    """The marked runs' validation curves and resolution sweeps, overlaid."""
+    """The compared runs' validation curves and resolution sweeps, overlaid; with a
+    baseline pinned (b), each other run as its difference from the baseline, which is the
+    zero line."""
 
-    EMPTY = "mark runs with m in Runs (4) to compare them"
+    EMPTY = "mark runs with m in Runs (4) to compare them; b pins the baseline"
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.views: list[RunView] = []
+        self.baseline: RunView | None = None
 
-    def show_many(self, views: list[RunView], *, force: bool = False) -> bool:
+    def show_many(self, views: list[RunView], *, baseline: str | None = None,
+                  force: bool = False) -> bool:
+        """Draw these runs; `baseline` (a run id among them) is the one drawn against."""
         self.views = views
+        self.baseline = next((v for v in views if v.run_id == baseline), None) \
+            if baseline else None
         return self.show(views[0] if views else None, force=force)
 
     def key_of(self, view: RunView | None) -> tuple:
-        return tuple((id(v), v.version) for v in self.views)
+        return tuple((id(v), v.version) for v in self.views) + (id(self.baseline),)
+
+    @property
+    def relative(self) -> bool:
+        """Whether the runs are drawn against a baseline (one pinned, and others to draw)."""
+        return self.baseline is not None and len(self.views) > 1
 
     def draw(self, view: RunView) -> None:
         self._series = 0
         left, right = two_panels(self.plt, self.size.width)
+        if self.relative:
+            self.draw_relative(left, right, self.baseline)
+            return
         for v in self.views:
             vs, vv, _ = validation_curve(v)
             if vs:
                 left.plot(vs, vv, label=compare_label(v), marker="braille")
                 self._series += 1
-        left.title("validation MAE vs step")
+        alone = self.baseline is not None  # the baseline is all there is
+        left.title(f"◆ baseline {compare_label(self.baseline)}; m marks runs to draw "
+                   "against it" if alone else "validation MAE vs step")
         left.xlabel("step")
         swept = 0
         for v in self.views:
@@ -326,3 +370,101 @@ class ComparePlot(RunPlot):
         right.title("MAE vs resolution" if swept else "no resolution sweeps among them")
         right.xlabel("resolution")
         self._series += swept
+
+    def draw_relative(self, left, right, base: RunView) -> None:
+        """Each run's validation MAE (and resolution sweep) minus the baseline's: below
+        zero is better than the baseline."""
+        others = [v for v in self.views if v is not base]
+        name = compare_label(base)
+        bs, bv = mae_curve(base)
+        if bs:
+            left.plot([bs[0], bs[-1]], [0.0, 0.0], label=f"◆ {name} (baseline)",
+                      marker="braille")
+            self._series += 1
+            for v in others:
+                xs, ys = relative(*mae_curve(v), bs, bv)
+                if xs:
+                    left.plot(xs, ys, label=compare_label(v), marker="braille")
+                    self._series += 1
+            left.title(f"val MAE − baseline ◆ {name} (below 0: better)")
+        else:
+            left.title(f"baseline ◆ {name} has no validation MAE yet")
+        left.xlabel("step")
+        base_sweep = base.sweeps.get("resolution")
+        if base_sweep is None or not len(base_sweep):
+            right.title(f"no resolution sweep of the baseline ◆ {name[:6]} (s sweeps it)")
+            right.xlabel("resolution")
+            return
+        bx = base_sweep["resolution"].astype(float).tolist()
+        right.plot([bx[0], bx[-1]], [0.0, 0.0], label=f"◆ {name} (baseline)",
+                   marker="braille")
+        swept = 0
+        for v in others:
+            res = v.sweeps.get("resolution")
+            if res is not None and len(res):
+                xs, ys = relative(res["resolution"].astype(float).tolist(),
+                                  res["mae"].astype(float).tolist(), bx,
+                                  base_sweep["mae"].astype(float).tolist())
+                if xs:
+                    right.plot(xs, ys, label=compare_label(v), marker="braille")
+                    swept += 1
+        right.title("MAE − baseline vs resolution" if swept else
+                    "no other run swept at the baseline's resolutions")
+        right.xlabel("resolution")
+        self._series += swept
+
+
+def compare_table(views: list[RunView], baseline: str | None = None) -> Table | str:
+    """The compared runs' final MAE, the baseline first, each other run's difference from
+    it (green: better, red: worse)."""
+    if not views:
+        return ""
+    base = next((v for v in views if v.run_id == baseline), None) if baseline else None
+    base_mae = final_mae(base) if base is not None else None
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    for label, justify in (("", "left"), ("run", "left"), ("status", "left"),
+                           ("final MAE", "right")):
+        table.add_column(label, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    if base is not None:
+        table.add_column(f"Δ vs ◆ {(base.run_id or '')[:6]}", justify="right", no_wrap=True)
+        table.add_column("Δ %", justify="right", no_wrap=True)
+    for v in sorted(views, key=lambda v: v is not base):
+        mae = final_mae(v)
+        row = ["◆" if v is base else "★", compare_label(v), v.status,
+               f"{mae:.4g}" if mae is not None else "-"]
+        if base is not None:
+            if v is base:
+                row += ["baseline", ""]
+            elif mae is None or base_mae is None:
+                row += ["-", "-"]
+            else:
+                delta = mae - base_mae
+                style = "green" if delta < 0 else "red" if delta > 0 else ""
+                pct = f"{100 * delta / base_mae:+.1f}%" if base_mae else "-"
+                row += [Text(f"{delta:+.4g}", style=style), Text(pct, style=style)]
+        table.add_row(*row)
+    return table
+
+
+class CompareView(Vertical):
+    """The Compare plot with the final-MAE table under it."""
+
+    DEFAULT_CSS = """
+    CompareView #compare-table {
+        height: auto;
+        max-height: 8;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield ComparePlot(id="plot-compare")
+        yield Static("", id="compare-table")
+
+    def show_many(self, views: list[RunView], *, baseline: str | None = None,
+                  force: bool = False) -> bool:
+        redrew = self.query_one(ComparePlot).show_many(views, baseline=baseline, force=force)
+        if redrew:
+            table = self.query_one("#compare-table", Static)
+            table.update(compare_table(views, baseline))
+            table.display = bool(views)
+        return redrew

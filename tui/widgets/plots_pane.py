@@ -10,7 +10,7 @@ from textual.widgets import TabbedContent, TabPane
 from tui.run_view import RunView
 from tui.widgets.plots import (
     SMOOTHING_STEPS,
-    ComparePlot,
+    CompareView,
     ErrorsPlot,
     LossPlot,
     PredictionsView,
@@ -38,6 +38,7 @@ class PlotsPane(Vertical):
         super().__init__(**kw)
         self.view: RunView | None = None
         self.compare: list[RunView] = []
+        self.baseline: str | None = None  # the run id Compare draws the others against
 
     def compose(self) -> ComposeResult:
         with TabbedContent(id="plot-tabs", initial="loss"):
@@ -50,7 +51,7 @@ class PlotsPane(Vertical):
             with TabPane("Sweep", id="sweep"):
                 yield SweepPlot(id="plot-sweep")
             with TabPane("Compare", id="compare"):
-                yield ComparePlot(id="plot-compare")
+                yield CompareView()
 
     @property
     def active(self) -> str:
@@ -67,8 +68,10 @@ class PlotsPane(Vertical):
         self.view = view
         self.redraw()
 
-    def show_compare(self, views: list[RunView]) -> None:
+    def show_compare(self, views: list[RunView], baseline: str | None = None) -> None:
+        """The runs of the Compare tab; `baseline`, one of them, is drawn against."""
         self.compare = views
+        self.baseline = baseline
         self.redraw()
 
     def redraw(self, force: bool = False) -> bool:
@@ -80,13 +83,13 @@ class PlotsPane(Vertical):
             return False
         tab = self.active
         kind = {"loss": LossPlot, "predictions": PredictionsView, "errors": ErrorsPlot,
-                "sweep": SweepPlot}.get(tab, ComparePlot)
+                "sweep": SweepPlot}.get(tab, CompareView)
         widgets = self.query(kind)
         if not widgets:
             return False
         widget = widgets.first()
-        if kind is ComparePlot:
-            return widget.show_many(self.compare, force=force)
+        if kind is CompareView:
+            return widget.show_many(self.compare, baseline=self.baseline, force=force)
         return widget.show(self.view, force=force)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
