@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from fabricate import fabricate  # noqa: E402
 
 BIN = Path(sys.executable).parent
-ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
+ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]"  # CSI: cursor moves, colours, modes
+                  r"|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"  # OSC: title, clipboard
+                  r"|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 
 
 def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:

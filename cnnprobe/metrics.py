@@ -3,8 +3,12 @@ evaluation stores and what the TUI's error-by-label plot draws from stored predi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def compute_metrics(predictions: np.ndarray, labels: np.ndarray, task: str) -> dict[str, float]:
@@ -28,6 +32,8 @@ def compute_metrics(predictions: np.ndarray, labels: np.ndarray, task: str) -> d
 
 def error_by_label(labels: np.ndarray, errors: np.ndarray, bins: int = 20) -> pd.DataFrame:
     """Absolute error binned by label: the notebook's loss-vs-label scatter, summarised."""
+    import pandas as pd  # here: the TUI imports this module before its first paint
+
     labels = np.asarray(labels, dtype=np.float64)
     lo, hi = float(labels.min()), float(labels.max())
     edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)

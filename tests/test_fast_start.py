@@ -111,7 +111,7 @@ def test_a_peek_runs_nothing_from_the_file(tmp_path):
 
     class Boom:
         def __reduce__(self):
-            return (exec, ("open(%r, 'w').write('ran')" % str(tmp_path / "ran"),))
+            return (exec, (f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')",))
 
     path = tmp_path / "evil.pt"
     with zipfile.ZipFile(path, "w") as z:
@@ -162,3 +162,52 @@ def test_runs_table_shows_the_newest_hundred_and_says_how_to_see_all(tmp_path, c
     assert "fake-0000" in out and "newest" not in out.splitlines()[-1]
     assert main(["--store", str(root), "runs", "--limit", "-1"]) == 2
     assert "--limit=-1 is not allowed" in capsys.readouterr().err
+
+
+def test_the_store_signature_moves_with_what_a_run_list_shows(tmp_path):
+    """The TUI lists the runs again only when this changes: progress of a running run must
+    not move it; a new run, an end, a tag, a note, a rename or a deletion must."""
+    from cnnprobe.config import RunConfig
+
+    with RunStore(tmp_path / "s") as store:
+        seen = [store.signature()]
+
+        def moved() -> bool:
+            now = store.signature()
+            changed = now != seen[-1]
+            seen.append(now)
+            return changed
+
+        run = store.create_run(RunConfig())
+        assert moved()
+        store.record_progress(run, [{"step": 1, "loss": 1.0}], [{"step": 1, "mae": 2.0}],
+                              steps_done=1, samples_seen=8, wall_time_s=0.1, best_val_mae=2.0)
+        assert not moved()
+        store.record_end(run, "finished", steps_done=1, samples_seen=8, wall_time_s=0.1,
+                         metrics={"mae": 2.0})
+        assert moved()
+        store.set_tags(run, ["a"])
+        assert moved()
+        store.set_note(run, "why")
+        assert moved()
+        store.rename(run, "other")
+        assert moved()
+        store.delete(run)
+        assert moved()
+
+
+def test_runs_filter_is_the_tui_query(tmp_path, capsys):
+    from cnnprobe.cli import main
+
+    root = tmp_path / "f"
+    fabricate(root, 20)  # fake-0008 and fake-0018 are failed (every 10th from the 9th)
+    assert main(["--store", str(root), "runs", "--filter", "status:failed", "--json"]) == 0
+    import json
+
+    names = sorted(r["name"] for r in json.loads(capsys.readouterr().out))
+    assert names == ["fake-0008", "fake-0018"]
+    assert main(["--store", str(root), "runs", "--filter", "fake-001 !status:failed"]) == 0
+    out = capsys.readouterr().out
+    assert "fake-0017" in out and "fake-0018" not in out and "fake-0007" not in out
+    assert main(["--store", str(root), "runs", "--filter", "nothing-like-this"]) == 0
+    assert "match" in capsys.readouterr().out

@@ -143,14 +143,16 @@ async def ready(app, pilot) -> None:
     while time.monotonic() < deadline:
         await app.workers.wait_for_complete()
         await pilot.pause(0.1)
-        if app.plots.view is not None and app.screen.query("FooterKey"):
+        if app.plots.view is not None and app.screen.query("FooterKey") and \
+                app.engine_ready:
             break
     await pilot.pause(0.3)
 
 
 async def open_app(size: tuple[int, int], theme: str):
     app = app_module.CnnprobeApp("/fixed/store", theme=theme, watch_store=False,
-                                 store=FixedStore(), config=apply_preset(RunConfig(), "quick"))
+                                 store=FixedStore(), config=apply_preset(RunConfig(), "quick"),
+                                 engine_loader=lambda: None)  # "loaded in 0.0s", every time
     return app, app.run_test(size=size)
 
 
@@ -169,3 +171,15 @@ async def test_main_screen_160x48_dark(fixed_clocks):
     async with running as pilot:
         await ready(app, pilot)
         check_snapshot(app, "main-160x48-dark")
+
+
+@pytest.mark.parametrize("width", [80, 91, 100, 120, 133, 160, 200])
+async def test_the_footer_ends_with_the_palette_key_at_every_width(fixed_clocks, width):
+    """The compact footer's palette key, docked right, ended one cell short: the keys
+    scrolled under it showed through in the last column ("^p palettee", issue 12)."""
+    app, running = await open_app((width, 30), "textual-dark")
+    async with running as pilot:
+        await ready(app, pilot)
+        footer = screen_text(app).splitlines()[-1]
+        assert footer.endswith("▏^p palette"), repr(footer[-20:])
+        assert len(footer) == width

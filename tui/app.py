@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Vertical
+from textual.css.query import NoMatches
 from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tab, Tabs
@@ -26,8 +28,7 @@ from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset
 from cnnprobe.models import validate_run
 from tui.jobs import TrainJob
 from tui.lab import REFRESH_S, LabActions, device_key
-from tui.messages import ModelTableReady
-from tui.screens.activations import ActivationsScreen
+from tui.messages import EngineLoaded, ModelTableReady
 from tui.screens.help import HelpScreen
 from tui.widgets.form_pane import FormPane
 from tui.widgets.log_pane import LogPane
@@ -49,6 +50,13 @@ PALETTE_TITLES = {"sweep_resolution": "Resolution sweep", "sweep_distractors": "
                   "activations": "Activations of the selected run",
                   "studies": "Studies (configs × seeds, statistics, verdicts)"}
 POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
+
+
+def load_engine() -> None:
+    """Import what training, sweeps and inspection need (torch, torchvision, the trainer):
+    seconds that the lab spends in a background thread after its first paint."""
+    import cnnprobe.device  # noqa: F401
+    import cnnprobe.runs  # noqa: F401
 
 
 def form_keys(field_name: str) -> list[str]:
@@ -113,7 +121,8 @@ class CnnprobeApp(LabActions, App[None]):
 
     def __init__(self, store_root: str | Path | None = None, *, preset: str | None = "quick",
                  config: RunConfig | None = None, theme: str = "textual-dark",
-                 watch_store: bool = True, store: Any = None) -> None:
+                 watch_store: bool = True, store: Any = None,
+                 engine_loader: Callable[[], None] | None = None) -> None:
         from cnnprobe.store import default_root
 
         super().__init__()
@@ -125,20 +134,33 @@ class CnnprobeApp(LabActions, App[None]):
         self.initial_config = config or (apply_preset(RunConfig(), preset) if preset
                                          else RunConfig())
         self.initial_theme = theme
+        self.theme = theme  # before mount: a theme set later restyles every widget
         self.watch_store = watch_store
         self.given_store = store  # tests: a fixed store object instead of opening one
         self.store = None
         self.store_error = ""
         self.exported: list[Path] = []
+        # Fast start: the layout and the store paint first; the engine loads in a thread
+        # (tests pass a loader they control). Until it has, training waits in _after_engine.
+        self.engine_loader = engine_loader or load_engine
+        self.engine_ready = False
+        self.engine_error = ""
+        self._after_engine: list[tuple[str, Callable[[], None]]] = []
+        self._panes: dict[type, Any] = {}
+        self._store_signature: tuple | None = None
+        self._current_pane = ""
         self._init_lab()
 
     # -- layout
     def compose(self) -> ComposeResult:
         cfg = self.initial_config
+        # The first layout and pane are set here, not in on_mount: a class changed on a
+        # mounted container restyles its whole subtree (seconds of startup, measured).
+        self.apply_layout(self.size)
         yield Tabs(*[Tab(label, id=f"tab-{name}") for name, label in PANES], id="pane-tabs")
         with Container(id="main"):
-            with Vertical(id="setup"):
-                yield TaskPane(cfg.task, id="task")
+            with Vertical(id="setup", classes="-current"):
+                yield TaskPane(cfg.task, id="task", classes="-current")
                 yield ModelPane(cfg, preset=self.initial_preset, id="model")
             yield PlotsPane(id="plots")
             yield RunsPane(id="runs")
@@ -150,34 +172,94 @@ class CnnprobeApp(LabActions, App[None]):
         yield RunStatus(id="status")
         yield Footer(compact=True)
 
+    def _pane(self, kind: type) -> Any:
+        """The lab's pane of this type, found once: a query walks the whole DOM, and the
+        tick, the progress line and the store poll ask for panes several times a second
+        (bench/bench_tui.py). Found again if it was removed; NoMatches if it is gone."""
+        found = self._panes.get(kind)
+        if found is None or not found.is_attached:
+            found = self._panes[kind] = self.screen_main.query_one(kind)
+        return found
+
     @property
     def log_pane(self) -> LogPane:
-        return self.screen_main.query_one(LogPane)
+        return self._pane(LogPane)
 
     @property
     def plots(self) -> PlotsPane:
-        return self.screen_main.query_one(PlotsPane)
+        return self._pane(PlotsPane)
 
     @property
     def runs(self) -> RunsPane:
-        return self.screen_main.query_one(RunsPane)
+        return self._pane(RunsPane)
 
     @property
     def status(self) -> RunStatus:
-        return self.screen_main.query_one(RunStatus)
+        return self._pane(RunStatus)
 
     def on_mount(self) -> None:
-        self.theme = self.initial_theme
-        self.apply_layout(self.size)
-        self.show_pane("task")
+        self.show_pane("task")  # the tabs' state; the classes are already right
         self.open_store()
         self._model_table()
         self.set_interval(REFRESH_S, self.tick)
         if self.watch_store:
-            self.set_interval(POLL_S, self.refresh_runs)
+            self.set_interval(POLL_S, self.poll_store)
         self.revalidate()
         self.plots.show(None)
-        self.status.show(None)
+        self.update_status()
+        self.call_after_refresh(self._load_engine)
+
+    # -- the engine, loaded after the first paint
+    @work(thread=True, exit_on_error=False, group="engine", description="engine")
+    def _load_engine(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.engine_loader()
+        except Exception as exc:  # noqa: BLE001 - a broken torch install is shown, not raised
+            from cnnprobe.errors import first_line
+
+            self.post_message(EngineLoaded(time.perf_counter() - start, first_line(exc)))
+            return
+        self.post_message(EngineLoaded(time.perf_counter() - start))
+
+    def on_engine_loaded(self, message: EngineLoaded) -> None:
+        if not self.screen_stack:
+            return  # closing
+        if message.error:
+            self.engine_error = (f"the engine could not load ({message.error}); training "
+                                 "needs a working torch: reinstall it (make install)")
+            self.log_pane.event(self.engine_error, "error")
+            self.notify(self.engine_error, severity="error", timeout=10)
+            waiting, self._after_engine = self._after_engine, []
+            if waiting:
+                self.log_pane.event(f"not started: {', '.join(w for w, _ in waiting)}", "warn")
+        else:
+            self.engine_ready = True
+            self.log_pane.event(f"engine loaded in {message.seconds:.1f}s: training keys "
+                                "are ready")
+            from tui.widgets.model_pane import device_choices
+
+            for pane in self.screen_main.query(ModelPane):
+                pane.set_devices(device_choices())
+            self.revalidate()  # now with the memory check and the device
+            waiting, self._after_engine = self._after_engine, []
+            for _what, start in waiting:
+                start()
+        self.update_status()
+
+    def after_engine(self, what: str, start: Callable[[], None]) -> None:
+        """Run `start` now if the engine has loaded, else as soon as it has (said once)."""
+        if self.engine_ready:
+            start()
+            return
+        if self.engine_error:
+            self.notify(self.engine_error, severity="error", timeout=8)
+            return
+        self._after_engine.append((what, start))
+        self.notify(f"the engine is still loading (torch); {what} starts as soon as it has",
+                    timeout=4)
+        self.log_pane.event(f"waiting for the engine: {what}")
+        self.update_status()
 
     def on_unmount(self) -> None:
         self.stop_everything()
@@ -209,8 +291,39 @@ class CnnprobeApp(LabActions, App[None]):
             return nullcontext(self.given_store)
         return RunStore(self.store_root)
 
+    def lab_is_up(self) -> bool:
+        """Whether the lab's panes are there: not yet composed, or gone while the app
+        closes (a timer or a worker's message can still arrive then)."""
+        if not self.screen_stack:
+            return False
+        try:
+            return all(self._pane(kind).is_mounted for kind in (PlotsPane, RunsPane))
+        except NoMatches:
+            return False
+
+    def poll_store(self) -> None:
+        """Every POLL_S: list the runs again only when the store's signature moved (another
+        process added, ended or changed a run); else only follow the shown external run."""
+        if self.store is None or not self.lab_is_up():
+            return
+        try:
+            signature = self.store.signature()
+        except Exception:  # noqa: BLE001 - refresh_runs shows what is wrong with the store
+            signature = None
+        if signature is None or signature != self._store_signature:
+            self._store_signature = signature
+            self.refresh_runs()
+            return
+        shown = self.plots.view
+        if shown is not None and shown.status == "running" and self.viewed_job is None:
+            try:
+                rec = self.store.get(shown.run_id)
+            except Exception:  # noqa: BLE001 - gone meanwhile: the next poll lists again
+                return
+            self.follow_external_run(rec)
+
     def refresh_runs(self, select: str | None = None) -> None:
-        if self.store is None or not self.screen_stack:  # none yet, or closing
+        if self.store is None or not self.lab_is_up():  # none yet, or closing
             return
         try:
             records = self.store.list_runs()
@@ -222,12 +335,12 @@ class CnnprobeApp(LabActions, App[None]):
             self.runs.select(select)
         self.follow_external_run()
 
-    def follow_external_run(self) -> None:
+    def follow_external_run(self, rec: Any = None) -> None:
         """A run another process trains (the CLI, say) redraws as its store record grows."""
         shown = self.plots.view
         if self.viewed_job is not None or shown is None or shown.run_id != self.viewed_id:
             return
-        rec = self.runs.record(shown.run_id)
+        rec = rec or self.runs.record(shown.run_id)
         if rec is not None and (rec.status == "running" or rec.status != shown.status) \
                 and self.live_job(rec.id) is None:
             self._load_run(rec.id)
@@ -249,7 +362,13 @@ class CnnprobeApp(LabActions, App[None]):
         return self.screen_stack[0]
 
     def show_pane(self, name: str) -> None:
-        """In the narrow layout, the pane on screen; in the grid, all are."""
+        """In the narrow layout, the pane on screen; in the grid, all are. A class set on a
+        pane restyles all its widgets, so nothing is set when the pane is already current
+        (a plot-tab key, pressed while a run trains, used to restyle every pane)."""
+        if name == self._current_pane and self.screen_main.query_one(f"#{name}").has_class(
+                "-current"):
+            return
+        self._current_pane = name
         for pane, _ in PANES:
             self.screen_main.query_one(f"#{pane}").set_class(pane == name, "-current")
         self.screen_main.query_one("#setup").set_class(name in ("task", "model"), "-current")
@@ -296,6 +415,8 @@ class CnnprobeApp(LabActions, App[None]):
         if self.store is None:
             self.notify(self.store_error or "no store", severity="error", timeout=8)
             return
+        from tui.screens.activations import ActivationsScreen
+
         self.push_screen(ActivationsScreen(self.store, rec.id))
 
     # Keys that act on the lab's panes and selected run: off (and out of the footer) while
@@ -329,8 +450,11 @@ class CnnprobeApp(LabActions, App[None]):
         if errors:
             return None, {e.field: str(e) for e in errors}
         try:
-            cfg = validate_run(RunConfig.from_dict(data))
-            device_key(cfg.train.device)
+            # Before the engine has loaded (torch), the memory and device checks wait: the
+            # form is checked again in full when it has, and when training starts.
+            cfg = validate_run(RunConfig.from_dict(data), memory=self.engine_ready)
+            if self.engine_ready:
+                device_key(cfg.train.device)
         except ConfigError as exc:
             return None, {key: str(exc) for key in form_keys(exc.field)}
         return cfg, {}
@@ -391,7 +515,20 @@ class CnnprobeApp(LabActions, App[None]):
         if self.store is None:
             self.notify(self.store_error or "no store", severity="error", timeout=8)
             return
-        self.submit(TrainJob("train", cfg, device_key(cfg.train.device)))
+        self.after_engine(f"training {cfg.model.name} on {cfg.task.name}",
+                          lambda: self._train_now(cfg))
+
+    def _train_now(self, cfg: RunConfig) -> None:
+        """Start (or queue) `cfg` once the engine is there: the full check first (memory,
+        device), which may refuse what the form passed before torch had loaded."""
+        try:
+            cfg = validate_run(cfg)
+            device = device_key(cfg.train.device)
+        except ConfigError as exc:
+            self.show_config_error(exc)
+            self.notify(str(exc), title="not started", severity="error", timeout=8)
+            return
+        self.submit(TrainJob("train", cfg, device))
 
     # -- selection
     def on_runs_pane_selected(self, event: RunsPane.Selected) -> None:

@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from textual import work
 from textual.worker import Worker, WorkerState
 
 from cnnprobe.config import ConfigError, RunConfig
-from cnnprobe.device import memory_line, resolve_device
 from cnnprobe.measurement import describe
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
@@ -29,16 +27,30 @@ from tui.screens.finetune import FinetuneScreen
 from tui.screens.queue_or_stop import QueueOrStopScreen
 from tui.screens.resume import ResumeScreen
 from tui.screens.sweep import SweepScreen
+from tui.widgets.plots import LazyPlot
 
 if TYPE_CHECKING:
     from tui.app import CnnprobeApp
 
 REFRESH_S = 0.5  # the UI merges trainer events and redraws the progress line this often
-PLOT_EVERY_S = 1.0  # and redraws a live plot at most this often (bench/bench_tui.py)
+PLOT_EVERY_S = 1.0  # and redraws a live plot at most this often (bench/bench_tui.py),
+# or less often when a figure costs more: its CPU time at most this share of the interval,
+# so watching a run takes a bounded slice of the training thread's time, whatever the plot.
+PLOT_CPU_SHARE = 0.02
+
+
+def plot_interval(last_cost_s: float) -> float:
+    """Seconds between live redraws of a plot whose last redraw took `last_cost_s` of CPU."""
+    return max(PLOT_EVERY_S, last_cost_s / PLOT_CPU_SHARE)
 
 
 def device_key(name: str) -> str:
-    """The device a run will use, as one string per physical device ("cpu", "cuda:0")."""
+    """The device a run will use, as one string per physical device ("cpu", "cuda:0").
+    Imports torch: call it once the engine has loaded (app.engine_ready)."""
+    import torch
+
+    from cnnprobe.device import resolve_device
+
     dev = resolve_device(name)
     if dev.type == "cuda" and dev.index is None:
         return f"cuda:{torch.cuda.current_device()}"
@@ -144,7 +156,7 @@ class LabActions:
 
     def tick(self: CnnprobeApp) -> None:
         """The throttle: a few times a second, merge events and redraw what is shown."""
-        if not self.screen_stack or not self.plots.is_mounted:  # shutting down
+        if not self.lab_is_up():  # shutting down
             return
         redraw = False
         for job in list(self.active.values()):
@@ -154,7 +166,7 @@ class LabActions:
             if self.apply_sweep_rows(sweep) and sweep.run_id == self.viewed_id:
                 redraw = True
         now = time.monotonic()
-        if redraw and now - self._plotted_at >= PLOT_EVERY_S:
+        if redraw and now - self._plotted_at >= plot_interval(LazyPlot.last_cost_s):
             self._plotted_at = now
             self.plots.redraw()
         if self.lab.busy:
@@ -166,10 +178,22 @@ class LabActions:
         if job is not None and job.device.startswith("cuda"):
             text, at = self._memory
             if time.monotonic() - at > 1.0:  # once a second is plenty
+                import torch  # loaded: a CUDA job is running
+
+                from cnnprobe.device import memory_line
+
                 text = memory_line(torch.device(job.device))
                 self._memory = (text, time.monotonic())
             memory = text
-        self.status.show(job, queued=len(self.queue), sweeps=len(self.sweeps), memory=memory)
+        engine = ""
+        if self.engine_error:
+            engine = "engine failed to load: see the Log pane"
+        elif not self.engine_ready:
+            waiting = len(self._after_engine)
+            engine = "loading the engine (torch)…" + (f" {waiting} waiting to start"
+                                                     if waiting else "")
+        self.status.show(job, queued=len(self.queue), sweeps=len(self.sweeps), memory=memory,
+                         engine=engine)
 
     def on_training_ended(self: CnnprobeApp, message: TrainingEnded) -> None:
         job, result = message.job, message.result
@@ -279,6 +303,8 @@ class LabActions:
         view = message.view
         if view.status != "running":
             self.views[view.run_id] = view
+        if not self.lab_is_up():  # arrived while the app closes: nothing to draw on
+            return
         if self.viewed_id == view.run_id and self.viewed_job is None:
             self.plots.show(view)
 
@@ -401,12 +427,15 @@ class LabActions:
 
     def _submit_stored(self: CnnprobeApp, rec: Any, kind: str, cfg: RunConfig,
                        **kw: Any) -> None:
-        try:
-            device = device_key(cfg.train.device)
-        except ConfigError as exc:
-            self.notify(str(exc), severity="error", timeout=6)
-            return
-        self.submit(TrainJob(kind, cfg, device, parent_id=rec.id, **kw))
+        def start() -> None:
+            try:
+                device = device_key(cfg.train.device)
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error", timeout=6)
+                return
+            self.submit(TrainJob(kind, cfg, device, parent_id=rec.id, **kw))
+
+        self.after_engine(f"the {kind} of {rec.id[:8]}", start)
 
     def action_export(self: CnnprobeApp) -> None:
         rec = self.selected_record("export", idle=False)
@@ -474,6 +503,8 @@ class LabActions:
         self.post_message(CompareLoaded(views))
 
     def on_compare_loaded(self: CnnprobeApp, message: CompareLoaded) -> None:
+        if not self.lab_is_up():
+            return
         self.plots.show_compare(message.views, self.runs.baseline)
 
     def action_delete(self: CnnprobeApp) -> None:

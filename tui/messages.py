@@ -59,3 +59,13 @@ class Exported(Message):
     def __init__(self, run_id: str, fmt: str, paths: list) -> None:
         super().__init__()
         self.run_id, self.fmt, self.paths = run_id, fmt, paths
+
+
+class EngineLoaded(Message):
+    """The engine (torch, torchvision, the trainer) has been imported, or failed to be:
+    `error` is then the one line saying why."""
+
+    def __init__(self, seconds: float, error: str = "") -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.error = error

@@ -38,16 +38,24 @@ def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int
     if args.limit is None and not args.json:
         limit = TABLE_LIMIT
     filters = {"task": args.task, "model": args.model, "status": args.status, "tag": args.tag}
-    records = store.list_runs(**filters, limit=limit)
+    if args.filter:  # the TUI's `/` query (cnnprobe.store.query), over every run
+        from cnnprobe.store.query import filter_runs
+
+        records = filter_runs(store.list_runs(**filters), args.filter)
+        total, records = len(records), records[:limit] if limit else records
+    else:
+        records = store.list_runs(**filters, limit=limit)
+        total = None
     if args.json:
         print_json([record_json(r) for r in records])
     elif not records:
         console.print(f"no runs in {store.path}" + (" match" if any(
-            (args.task, args.model, args.status, args.tag)) else " yet: `cnnprobe train`"))
+            (args.task, args.model, args.status, args.tag, args.filter))
+            else " yet: `cnnprobe train`"))
     else:
         console.print(runs_table(records, f"runs in {store.path} (newest first)"))
         if args.limit is None and len(records) == limit:
-            total = store.count_runs(**filters)
+            total = store.count_runs(**filters) if total is None else total
             if total > limit:
                 console.print(f"the newest {limit} of {total:,} runs; --limit N for more, "
                               "--limit 0 for all", style="dim", highlight=False)
@@ -219,6 +227,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--model", help="only runs of this model")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--tag", help="only runs with this tag")
+    p.add_argument("--filter", metavar="QUERY",
+                   help="the TUI's filter: words and field:value terms (name, task, model, "
+                        "status, tag, study, res, id), !word negates, all must match; e.g. "
+                        "'status:failed model:resnet18' or 'study:pooling !tag:old'")
     p.add_argument("--limit", type=int, metavar="N",
                    help=f"at most N runs; 0: all (default: the newest {TABLE_LIMIT} in the "
                         "table, all with --json)")

@@ -155,6 +155,18 @@ class RunStore(RunArtifacts):
             sql += f" LIMIT {int(limit)}"
         return [_record(r) for r in self._read(sql, args)]
 
+    def signature(self) -> tuple:
+        """A cheap fingerprint of what a run list shows: it changes when a run is added,
+        deleted, renamed, noted, tagged, or changes status or final metrics, and not when a
+        running run only records progress. The TUI polls this and lists the runs again
+        only when it changed (one aggregate query instead of parsing every run)."""
+        row = self._read(
+            "SELECT count(*), total(created_at), group_concat(status, ''), "
+            "total(coalesce(finished_at, 0)), total(length(name) + length(note)), "
+            "total(length(metrics)), (SELECT count(*) || ':' || total(length(tag)) FROM tags) "
+            "FROM runs")[0]
+        return tuple(row)
+
     def count_runs(self, *, task: str | None = None, model: str | None = None,
                    status: str | None = None, tag: str | None = None,
                    parent_id: str | None = None) -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnprobe.config import ConfigError
-from cnnprobe.evaluate import DEFAULT_RESOLUTIONS
+from cnnprobe.config import DEFAULT_RESOLUTIONS, ConfigError
 from cnnprobe.models import MODELS
 from tui.screens.form_dialog import FormDialog
 from tui.widgets.field import Field, text_input

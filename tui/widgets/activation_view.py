@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.geometry import Size
 from textual.widget import Widget
 
-from cnnprobe.inspect import Activation
 from cnnprobe.report.heatmap import render_activation
+
+if TYPE_CHECKING:
+    from cnnprobe.inspect import Activation
 
 MIN_TILE_WIDTH = 8  # below this a tile's title ("12 -0.3..1.2") is cut to nothing
 MAX_COLUMNS = 16

@@ -18,14 +18,23 @@ class FormPane(VerticalScroll):
     class Edited(Message):
         """A value in the form changed; the app re-validates the whole config."""
 
+    _field_list: list[Field] | None = None
+    _edit_pending = False
+
     def fields(self) -> list[Field]:
-        return list(self.query(Field))
+        """Every field, found once: the fields are fixed at compose, and a CSS query per
+        keystroke (and per Changed event at start) cost seconds of startup."""
+        if self._field_list is None:
+            found = list(self.query(Field))
+            if not found:  # not composed yet: ask again next time
+                return found
+            self._field_list = found
+            self._by_key = {f.key: f for f in found}
+        return self._field_list
 
     def field(self, key: str) -> Field | None:
-        for f in self.fields():
-            if f.key == key:
-                return f
-        return None
+        self.fields()
+        return getattr(self, "_by_key", {}).get(key)
 
     def read_into(self, data: dict[str, dict[str, Any]]) -> list[ConfigError]:
         """Put every shown field's value into `data`; return those that could not be parsed."""
@@ -52,7 +61,20 @@ class FormPane(VerticalScroll):
             f.set_error(errors.get(f.key))
 
     def _edited(self) -> None:
+        """Changes arrive in bursts (every control says Changed when mounted, a preset sets
+        many): one Edited after the burst, so the app re-validates once."""
+        if self._edit_pending:
+            return
+        self._edit_pending = True
+        self.call_after_refresh(self._flush_edited)
+
+    def _flush_edited(self) -> None:
+        self._edit_pending = False
+        self.edited()
         self.post_message(self.Edited())
+
+    def edited(self) -> None:
+        """A subclass's own reaction to an edit, once per burst (ModelPane: visibility)."""
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -22,10 +22,14 @@ def short_count(n: int) -> str:
     return str(n)
 
 
-def device_choices() -> list[str]:
+def device_choices(engine_ready: bool = True) -> list[str]:
+    """The devices this machine has. Before the engine has loaded only auto and cpu (asking
+    CUDA needs torch); the app fills in the CUDA devices when it has (set_devices)."""
+    names = ["auto", "cpu"]
+    if not engine_ready:
+        return names
     import torch
 
-    names = ["auto", "cpu"]
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     return names
@@ -61,7 +65,7 @@ class ModelPane(FormPane):
                     continue
                 value = getattr(values, st.name)
                 if st.key == "train.device":  # the devices this machine has
-                    devices = device_choices()
+                    devices = device_choices(engine_ready=False)
                     yield setting_field(st, value, choices=devices + (
                         [value] if value not in devices else []))
                 else:
@@ -84,6 +88,19 @@ class ModelPane(FormPane):
             select.value = current
         self.update_visibility()
 
+    def set_devices(self, devices: list[str]) -> None:
+        """The engine has loaded: offer every device torch sees, keeping the choice."""
+        f = self.field("train.device")
+        if f is None:
+            return
+        select = f.control
+        current = select.value
+        names = devices + ([current] if isinstance(current, str) and current not in devices
+                           else [])
+        with self.prevent(Select.Changed):
+            select.set_options([(n, n) for n in names])
+            select.value = current
+
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "preset":
             event.stop()
@@ -92,9 +109,8 @@ class ModelPane(FormPane):
             return
         super().on_select_changed(event)
 
-    def _edited(self) -> None:
+    def edited(self) -> None:
         self.update_visibility()
-        super()._edited()
 
     def _value(self, key: str) -> Any:
         f = self.field(key)

@@ -7,10 +7,10 @@ and thins long series to about two points per column: what a terminal can show.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,8 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from cnnprobe.evaluate import error_by_label
 from cnnprobe.measurement import describe_short
+from cnnprobe.metrics import error_by_label
 from cnnprobe.store.records import default_name
 from tui.run_view import RunView, mae_curve, validation_curve
 
@@ -50,9 +50,14 @@ class LazyPlot(PlotextPlot):
 
     FAILED = "this plot could not be drawn"
 
+    # CPU seconds of this process's UI thread that the last figure took to build and
+    # render: the lab redraws live plots less often when they cost more (lab.plot_interval).
+    last_cost_s = 0.0
+
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._built_for: tuple | None = None
+        self._rendered: tuple[tuple, Text] | None = None
 
     def data_key(self) -> object:
         """What the figure shows; a new key rebuilds it."""
@@ -71,11 +76,19 @@ class LazyPlot(PlotextPlot):
         self.draw_figure()
 
     def render(self):
+        start = time.thread_time()
         try:
             self.build()
-            return super().render()
+            # The same figure at the same size and theme renders to the same text: a widget
+            # repainted for another reason (a tooltip, a layout pass) reuses it.
+            key = (self._built_for, self.app.theme)
+            if self._rendered is None or self._rendered[0] != key:
+                self._rendered = (key, super().render())
+                LazyPlot.last_cost_s = time.thread_time() - start
+            return self._rendered[1]
         except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
             self._built_for = None
+            self._rendered = None
             return Text(f"{self.FAILED}: {type(exc).__name__}: {exc}", style="red")
 
 
@@ -218,6 +231,8 @@ def describe_table(view: RunView | None) -> Table | str:
     """pandas describe() of predictions and labels, as the notebook printed it."""
     if view is None or view.predictions is None or view.labels is None:
         return "no predictions yet"
+    import pandas as pd  # here: the lab paints before pandas is imported
+
     df = pd.DataFrame({"pred": view.predictions, "label": view.labels}).describe()
     table = Table("", "pred", "label", box=None, padding=(0, 1), title="describe()",
                   caption=describe_short(view.measured) if view.measured else None)

@@ -4,9 +4,8 @@ that shows them side by side (or one, or neither)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -14,6 +13,9 @@ from textual.widgets import DataTable
 
 from cnnprobe.report.formatting import num, r2_bar
 from tui.widgets.plots import LazyPlot
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VIEWS = ("both", "table", "plot", "off")
 COLUMNS = (("depth", "#"), ("layer", "layer"), ("module", "module"), ("kind", "kind"),

@@ -41,7 +41,8 @@ class RunStatus(Static):
         self.text = ""
 
     def show(self, job: TrainJob | None, *, queued: int = 0, sweeps: int = 0,
-             memory: str = "") -> None:
+             memory: str = "", engine: str = "") -> None:
+        """`engine`: said while idle when the engine is not ready (still loading)."""
         extra = []
         if queued:
             extra.append(f"{queued} queued")
@@ -49,7 +50,9 @@ class RunStatus(Static):
             extra.append(f"{sweeps} sweep{'s' * (sweeps > 1)} running")
         tail = f" · {', '.join(extra)}" if extra else ""
         line = Text(no_wrap=True, overflow="ellipsis")
-        if job is None:
+        if job is None and engine:
+            line.append(f" {engine}{tail}", style="yellow")
+        elif job is None:
             line.append(" idle" + tail, style="dim")
         else:
             device = job.device

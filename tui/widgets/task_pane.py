@@ -54,9 +54,8 @@ class TaskPane(FormPane):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
 
-    def _edited(self) -> None:
+    def edited(self) -> None:
         self.update_visibility()
-        super()._edited()
 
     def update_visibility(self) -> None:
         """Show the options that matter for the chosen task; the rest keep their values."""
