@@ -6,7 +6,7 @@ machine is shared: compare the ratios, not the seconds across runs).
     python bench/bench_startup.py [--runs 3000] [--repeats 3] [--store DIR]
 
 First paint: the TUI runs in a pseudo-terminal of 120x40; the clock stops when the screen
-it has written shows the newest run's id in the runs table, the status line and the
+it has written shows the newest run's name in the runs table, the status line and the
 footer (its layout and the store's runs, drawn). "Engine ready": when the status line
 stops saying that the engine is loading. Each figure is the median of --repeats.
 """
@@ -115,7 +115,7 @@ def main() -> int:
     from cnnprobe.store import RunStore
 
     with RunStore(store) as s:
-        newest = s.list_runs(limit=1)[0].id[:8]
+        newest = s.list_runs(limit=1)[0].name
         count = s.count_runs()
     py = sys.executable
     figures: dict[str, list[float]] = {k: [] for k in (
