@@ -283,28 +283,26 @@ def _run(r: RunMemory, detail: int) -> str:
     return f"run {_size(r.allocated, None, short=True)}/{_size(r.peak, None, short=True)}"
 
 
-def _proc(s: SystemSnapshot, detail: int) -> str:
-    if s.proc_cpu_pct is None and s.proc_rss is None:
+def _usage(label: str, cpu: float | None, memory: int | None, total: int | None,
+           memory_name: str, detail: int) -> str:
+    """`proc CPU 12% RSS 1.2 GiB` (detail 0-1) or `proc 12% 1.2G`; parts unknown are left out."""
+    if cpu is None and memory is None:
         return ""
     if detail <= 1:
-        parts = ["proc", f"CPU {_pct(s.proc_cpu_pct)}" if s.proc_cpu_pct is not None else "",
-                 f"RSS {_size(s.proc_rss, None, short=False)}" if s.proc_rss is not None
+        parts = [label, f"CPU {_pct(cpu)}" if cpu is not None else "",
+                 f"{memory_name} {_size(memory, total, short=False)}" if memory is not None
                  else ""]
     else:
-        parts = ["proc", _pct(s.proc_cpu_pct), _size(s.proc_rss, None, short=True)]
+        parts = [label, _pct(cpu), _size(memory, total, short=True)]
     return " ".join(p for p in parts if p)
+
+
+def _proc(s: SystemSnapshot, detail: int) -> str:
+    return _usage("proc", s.proc_cpu_pct, s.proc_rss, None, "RSS", detail)
 
 
 def _host(s: SystemSnapshot, detail: int) -> str:
-    if s.host_cpu_pct is None and s.ram_used is None:
-        return ""
-    if detail <= 1:
-        parts = ["host", f"CPU {_pct(s.host_cpu_pct)}" if s.host_cpu_pct is not None else "",
-                 f"RAM {_size(s.ram_used, s.ram_total, short=False)}" if s.ram_used is not None
-                 else ""]
-    else:
-        parts = ["host", _pct(s.host_cpu_pct), _size(s.ram_used, s.ram_total, short=True)]
-    return " ".join(p for p in parts if p)
+    return _usage("host", s.host_cpu_pct, s.ram_used, s.ram_total, "RAM", detail)
 
 
 # From the most to the least detail: (GPU detail or "together", run, process, host detail or
