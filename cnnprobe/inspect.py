@@ -256,8 +256,8 @@ def run_sample(config: RunConfig, *, index: int | None = None, seed: int = 0,
     """A stored run's task (optionally at another size) and one sample of it: sample `index`
     of the run's validation stream, or a fresh draw seeded by `seed`; both with the
     evaluation distractor count."""
-    task_cfg = replace(config.task, height=height or config.task.height,
-                       width=width or config.task.width)
+    task_cfg = replace(config.task, height=config.task.height if height is None else height,
+                       width=config.task.width if width is None else width)
     batch = sample_input(task_cfg, seed=seed, index=index, val_seed=config.train.seed,
                          val_size=config.train.val_size,
                          distractors=task_cfg.eval_distractor_count, device=device)

@@ -128,12 +128,14 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     dev = resolve_device(device)
     model, ckpt = load_model(store, run_id, which, dev)
     cfg = ckpt.config
-    task = replace(cfg.task, height=height or cfg.task.height, width=width or cfg.task.width)
+    # None is "not given"; any number given (0 included) is checked like any other.
+    task = replace(cfg.task, height=cfg.task.height if height is None else height,
+                   width=cfg.task.width if width is None else width)
     if distractors is not None:
         task = replace(task, eval_distractors=distractors)
     if quadrant is not None:
         task = replace(task, split="quadrant", heldout_quadrant=quadrant)
-        validate_task(task)
+    validate_task(task)
     with evaluation_state(model, cfg, dev, weights=which, step=ckpt.step,
                           precise_bn=precise_bn) as how:
         ev = predict(model, task, n, seed=cfg.train.seed,
@@ -297,7 +299,9 @@ def inspect_run(store: RunStore, run_id: str, *, sample: int | None = None, seed
     dev = resolve_device(device)
     model, ckpt = load_model(store, run_id, which, dev)
     cfg = ckpt.config
-    h, w = height or cfg.task.height, width or cfg.task.width
+    h = cfg.task.height if height is None else height
+    w = cfg.task.width if width is None else width
+    validate_task(replace(cfg.task, height=h, width=w))
     check_size(model, h, w)
     # An index names a sample of the validation set the run drew on its own device; a fresh
     # draw is made on the CPU, so a seed shows the same image on every machine.

@@ -188,6 +188,26 @@ ERRORS = [
      ["export", "{id}", "--out", "{root}/afile/x.md"], 1, "is a file, not a folder"),
     ("rm without a terminal", None, ["rm", "{id}"], 1, "pass --yes"),
     ("tag with a space", None, ["tag", "{id}", "two words"], 1, "one word"),
+    # Text that is not UTF-8 (argv decoded with surrogateescape, as Python does for bytes a
+    # terminal in another encoding sends): one line naming the argument, at every boundary.
+    ("non-UTF-8 note", None, ["note", "{id}", "bad\udcff"], 2,
+     "TEXT='bad\\xff' is not valid UTF-8"),
+    ("non-UTF-8 name", None, ["note", "{id}", "ok", "--name", "n\udce9"], 2,
+     "--name='n\\xe9' is not valid UTF-8"),
+    ("non-UTF-8 tag", None, ["tag", "{id}", "x\udcfe"], 2, "TAG='x\\xfe' is not valid"),
+    ("non-UTF-8 run id", None, ["show", "{id4}\udcff"], 2, "is not valid UTF-8"),
+    ("non-UTF-8 train note", None, ["train", "--steps", "2", "--note", "\udcff"], 2,
+     "--note="),
+    ("non-UTF-8 train tag", None, ["train", "--steps", "2", "--tag", "a\udcff"], 2, "--tag="),
+    # A number the user typed is checked like any other: 0 is not "not given".
+    ("zero resolution, eval", None, ["eval", "{id}", "--resolution", "0"], 2,
+     "task.height=0"),
+    ("zero height, eval", None, ["eval", "{id}", "--height", "0"], 2, "task.height=0"),
+    ("zero width, finetune", None, ["finetune", "{id}", "--width", "0", "--steps", "2",
+                                    "--quiet"], 2, "task.width=0"),
+    ("zero resolution, finetune", None, ["finetune", "{id}", "--resolution", "0", "--steps",
+                                         "2", "--quiet"], 2, "task.height=0"),
+    ("zero height, inspect", None, ["inspect", "{id}", "--height", "0"], 2, "task.height=0"),
 ]
 
 
@@ -255,3 +275,31 @@ def test_export_refuses_to_overwrite(root, capsys, tmp_path):
     assert code == 1 and "--force" in err and out.read_text() == "edited"
     assert run(capsys, root, "export", _id(root), "--out", str(out), "--force")[0] == 0
     assert out.read_text().startswith("# base")
+
+
+def _closed_early(args: list[str], read: int = 10) -> tuple[int, str]:
+    """Run `cnnprobe ARGS`, read a few bytes of its output and close the pipe (as `| head`
+    does): its exit code and what it wrote to stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cnnprobe = Path(sys.executable).parent / "cnnprobe"  # the installed command
+    proc = subprocess.Popen([str(cnnprobe), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(read)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    return proc.wait(timeout=300), err
+
+
+def test_output_that_goes_away_is_neither_noise_nor_a_failed_run(root):
+    """`runs --json | head -c 10` and `train ... | head -1`: exit 0, nothing on stderr, and
+    the training goes on to the end and is recorded as finished."""
+    code, err = _closed_early(["--store", str(root), "runs", "--json"])
+    assert (code, err) == (0, "")
+    loud = [a for a in TRAIN if a != "--quiet"]  # progress lines go to the closed pipe
+    code, err = _closed_early(["--store", str(root), *loud, "--name", "piped"], read=5)
+    assert (code, err) == (0, "")
+    (rec,) = [r for r in RunStore(root).list_runs() if r.name == "piped"]
+    assert rec.status == "finished" and rec.steps_done == 20

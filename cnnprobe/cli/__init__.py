@@ -11,7 +11,7 @@ import argparse
 import os
 import sqlite3
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -67,9 +67,97 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> how the user wrote it (`--note`, or the positional's metavar), every command."""
+    names: dict[str, str] = {}
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.dest not in names:
+                names[action.dest] = (action.option_strings[-1] if action.option_strings
+                                      else str(action.metavar or action.dest).upper())
+    return names
+
+
+def not_utf8(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """One line naming the first argument that is not valid UTF-8 text (a name, note, tag,
+    run id or path typed with bytes from another encoding), or None. The store keeps text
+    as UTF-8, and a path is shown and recorded as text too."""
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = text.encode("utf-8", "surrogateescape")[exc.start:exc.end]
+                name = _flag_names(parser).get(dest, dest)
+                raw = text.encode("utf-8", "surrogateescape")
+                shown = raw.decode("utf-8", "backslashreplace")
+                return (f"{name}='{shown}' is not valid UTF-8 text (byte {bad.hex(' ')} at "
+                        f"position {exc.start}); type it in UTF-8 (check the terminal's "
+                        "encoding, e.g. LANG=C.UTF-8)")
+    return None
+
+
+class QuietPipe:
+    """stdout that goes quiet when its reader goes away (`cnnprobe runs --json | head -1`,
+    `cnnprobe train ... | grep -q x`): the rest of the output is dropped, without Python's
+    "Broken pipe" noise and without Rich's SystemExit(1), and the command goes on to its
+    end. A training whose output pipe closes keeps training and records its run as usual;
+    Ctrl-C (or kill) stops it as cancelled."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._went_away()
+
+    def _went_away(self) -> None:
+        self.gone = True
+        try:  # Python flushes stdout once more at exit: let that write land in /dev/null
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:  # isatty, encoding, fileno... as the stream's
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdout = sys.stdout
+    if not isinstance(stdout, QuietPipe):
+        sys.stdout = QuietPipe(stdout)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    bad_text = not_utf8(args, parser)
+    if bad_text:
+        return _fail(bad_text, 2)
     console = Console(stderr=bool(getattr(args, "json", False)))
     try:
         store = None

@@ -8,7 +8,7 @@ import argparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnprobe.cli.flags import add_weights_flags
+from cnnprobe.cli.flags import add_weights_flags, first_given
 from cnnprobe.cli.tables import describe_table, frame_table, metrics_table, print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import REGIONS
@@ -44,8 +44,8 @@ def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int
     from cnnprobe.runs import evaluate_run
 
     run_id = store.resolve(args.run)
-    ev = evaluate_run(store, run_id, height=args.height or args.resolution,
-                      width=args.width or args.resolution, distractors=args.distractors,
+    ev = evaluate_run(store, run_id, height=first_given(args.height, args.resolution),
+                      width=first_given(args.width, args.resolution), distractors=args.distractors,
                       region=args.region, n=args.n, which=args.which, device=args.device,
                       save=not args.no_save, precise_bn=args.precise_bn)
     done = store.evaluations(run_id)[-1]["options"] if not args.no_save else {}

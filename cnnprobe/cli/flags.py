@@ -69,3 +69,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if "train__steps" not in vars(args) and "train__epochs" in vars(args):
         data["train"]["steps"] = None  # --epochs given alone: the preset's steps give way
     return RunConfig.from_dict(data)
+
+
+def first_given(*values: Any) -> Any:
+    """The first value the user gave: None is "not given", 0 is a value (and is checked)."""
+    return next((v for v in values if v is not None), None)

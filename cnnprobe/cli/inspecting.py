@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cnnprobe.cli.flags import add_weights_flags
+from cnnprobe.cli.flags import add_weights_flags, first_given
 from cnnprobe.cli.tables import print_json, probes_table
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
@@ -89,8 +89,8 @@ def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> 
         with first_ctrl_c_cancels(progress.console, "stopping the probes") as cancel:
             insp = inspect_run(
                 store, run_id, sample=args.sample, seed=args.seed, layers=args.layers,
-                outer=args.outer, height=args.height or args.resolution,
-                width=args.width or args.resolution, which=args.which, probes=probes,
+                outer=args.outer, height=first_given(args.height, args.resolution),
+                width=first_given(args.width, args.resolution), which=args.which, probes=probes,
                 n_train=args.n_train, n_test=args.n_test, device=args.device, save=False,
                 cancel=cancel, progress=on_batch, precise_bn=args.precise_bn)
     if insp.cancelled:

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args
+from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args, first_given
 from cnnprobe.cli.tables import metrics_table, print_json
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import best_of, describe
@@ -139,8 +139,8 @@ def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) ->
 
     run_id = store.resolve(args.run)
     rec = store.get(run_id)
-    height = args.height or args.resolution or rec.config.task.height
-    width = args.width or args.resolution or rec.config.task.width
+    height = first_given(args.height, args.resolution, rec.config.task.height)
+    width = first_given(args.width, args.resolution, rec.config.task.width)
     return train_with_progress(
         args, console, store, f"{rec.name} -> {height}x{width}",
         lambda cbs, cancel, created: finetune_run(
