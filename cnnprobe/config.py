@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -367,8 +368,9 @@ def validate_train(tr: TrainConfig) -> None:
                f"an integer of at least batch_size ({tr.batch_size})")
     _check(_is_int(tr.eval_every) and tr.eval_every >= 0, "train.eval_every", tr.eval_every,
            "an integer of at least 0 (0: automatic)")
-    _check(tr.device in DEVICES or tr.device.startswith("cuda:"), "train.device", tr.device,
-           "auto, cpu, cuda or cuda:N")
+    _check(isinstance(tr.device, str) and (tr.device in DEVICES or re.fullmatch(
+        r"cuda:\d+", tr.device) is not None), "train.device", tr.device,
+           "auto, cpu, cuda or cuda:N (N a device index from 0)")
     _check(_is_int(tr.log_every) and tr.log_every >= 0, "train.log_every", tr.log_every,
            "an integer of at least 0 (0: automatic)")
     _check(isinstance(tr.precise_bn, bool), "train.precise_bn", tr.precise_bn, "true or false")

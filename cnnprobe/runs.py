@@ -55,7 +55,15 @@ def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
 
     StoreError when the checkpoint is missing, unreadable or no longer builds a model.
     """
-    ckpt = store.load_checkpoint(run_id, which)
+    try:
+        ckpt = store.load_checkpoint(run_id, which)
+    except StoreError as exc:
+        other = "best" if which == "last" else "last"
+        if type(exc).__name__ == "DamagedCheckpoint" and \
+                store.checkpoint_path(run_id, other).is_file():
+            raise StoreError(f"{exc}; its {other} checkpoint may be whole: --which {other}") \
+                from exc
+        raise
     try:
         model = build_model(_from_checkpoint(ckpt.config).model, ckpt.config.task.in_channels)
         model.load_state_dict(ckpt.model_state)
@@ -99,6 +107,7 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     new run's id before training starts.
     """
     cfg = validate_run(config)
+    resolve_device(cfg.train.device)  # a device this machine lacks: refused before recording
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
     if on_created is not None:
@@ -200,7 +209,14 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     """
     require_int("steps", extra_steps, 1)
     record = store.get(run_id)
-    _, ckpt = load_model(store, run_id, "last")  # refuses a checkpoint that no longer builds
+    try:  # refuses a checkpoint that is damaged or no longer builds
+        _, ckpt = load_model(store, run_id, "last")
+    except StoreError as exc:
+        if "--which best" not in str(exc):
+            raise
+        raise StoreError(str(exc).split("; its best")[0] + "; resume needs the last "
+                         "checkpoint: continue from the best one as a new run instead, "
+                         f"cnnprobe finetune {run_id[:8]} --which best --steps N") from exc
     cfg = ckpt.config
     cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
                                      device=device or cfg.train.device))

@@ -4,6 +4,7 @@ can cause giving one line, a non-zero exit and an unchanged store."""
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,6 +209,20 @@ ERRORS = [
     ("zero resolution, finetune", None, ["finetune", "{id}", "--resolution", "0", "--steps",
                                          "2", "--quiet"], 2, "task.height=0"),
     ("zero height, inspect", None, ["inspect", "{id}", "--height", "0"], 2, "task.height=0"),
+    # Hints that work when followed, and refusals that leave no run behind.
+    ("resume from a damaged last checkpoint", _truncate, ["resume", "{id}", "--steps", "2",
+                                                         "--quiet"], 1,
+     "resume needs the last checkpoint: continue from the best one as a new run instead, "
+     "cnnprobe finetune"),
+    ("text file as weights", lambda r: (r / "w.txt").write_text("hello"),
+     ["train", "--model", "resnet18", "--resolution", "32", "--steps", "2", "--weights-path",
+      "{root}/w.txt"], 2, "not a torch.save file"),
+    ("folder as weights", None, ["train", "--model", "resnet18", "--resolution", "32",
+                                 "--steps", "2", "--weights-path", "{root}"], 2, "is a folder"),
+    ("malformed device", None, ["train", "--steps", "2", "--device", "cuda:-1"], 2,
+     "cuda:N (N a device index from 0)"),
+    ("a device this machine lacks", None, ["train", "--steps", "2", "--device", "cuda:99"], 2,
+     "train.device='cuda:99'"),
 ]
 
 
@@ -303,3 +318,23 @@ def test_output_that_goes_away_is_neither_noise_nor_a_failed_run(root):
     assert (code, err) == (0, "")
     (rec,) = [r for r in RunStore(root).list_runs() if r.name == "piped"]
     assert rec.status == "finished" and rec.steps_done == 20
+
+
+def test_a_lost_index_beside_run_folders_is_refused_and_the_fix_works(root, capsys):
+    """A cnnprobe.db cut to 0 bytes would become a new empty store hiding every run: it is
+    refused, nothing changes, and the command it suggests does leave a working store."""
+    import shlex
+    import subprocess
+
+    for name in ("cnnprobe.db-wal", "cnnprobe.db-shm"):
+        (root / name).unlink(missing_ok=True)
+    (root / "cnnprobe.db").write_bytes(b"")
+    before = store_files(root)
+    code, out, err = run(capsys, root, "runs")
+    assert code == 1 and "is empty (0 bytes) but 1 run folder(s) are beside it" in err
+    assert store_files(root) == before and (root / "cnnprobe.db").stat().st_size == 0
+    fix = err.split("move the run folders out of it first: ")[1].strip()
+    subprocess.run(fix, shell=True, check=True)  # as a user pastes it
+    assert run(capsys, root, "runs")[0] == 0
+    moved = shlex.split(fix)[-1].rstrip("/")
+    assert len(list(Path(moved).iterdir())) == 1

@@ -398,8 +398,16 @@ def test_missing_weights_file(tmp_path):
 def test_garbage_weights_file(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"\x00\x01 definitely not a checkpoint" * 10)
-    err = _bad_weights_error(path)
-    assert "not a readable torch state dict" in err.allowed
+    err = _bad_weights_error(path)  # not even the start of a torch file (was "KeyError: 101")
+    assert "not a torch.save file" in err.allowed and "torch.save(model.state_dict()" in \
+        err.allowed
+    zipped = tmp_path / "zipped.pth"  # starts like one, cannot be loaded: torch's reason
+    zipped.write_bytes(b"PK\x03\x04" + b"cut short" * 10)
+    assert "not a readable torch state dict" in _bad_weights_error(zipped).allowed
+    (tmp_path / "folder.pth").mkdir()
+    assert "is a folder" in _bad_weights_error(tmp_path / "folder.pth").allowed
+    (tmp_path / "empty.pth").write_bytes(b"")
+    assert "the file is empty" in _bad_weights_error(tmp_path / "empty.pth").allowed
 
 
 def test_weights_file_holding_a_whole_module(tmp_path):

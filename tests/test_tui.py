@@ -191,7 +191,7 @@ async def test_failed_run_is_logged_notified_and_stored(store_dir):
 
 async def test_unreadable_weights_are_marked_at_their_field(store_dir, tmp_path):
     bad = tmp_path / "weights.pt"
-    bad.write_bytes(b"not a state dict")
+    bad.write_bytes(b"PK\x03\x04 starts like a torch file, is not one")
     cfg = tiny(4)
     cfg = RunConfig(cfg.task, ModelConfig(name="resnet18", pretrained=True,
                                           weights_path=str(bad)), cfg.train)

@@ -28,6 +28,7 @@ from cnnprobe.models.spec import (
     plaincnn_batch1_min_size,
     plaincnn_floats_per_pixel,
     plaincnn_min_size,
+    weights_file_problem,
 )
 
 if TYPE_CHECKING:
@@ -234,9 +235,9 @@ def check_model_fits(cfg: ModelConfig, task: TaskConfig, batch_size: int | None 
     and the run checks again in full when it starts."""
     spec = _spec(cfg.name)
     _check_options(spec, cfg)
-    if cfg.weights_path and not os.path.isfile(os.path.expanduser(cfg.weights_path)):
-        raise ConfigError("model.weights_path", cfg.weights_path,
-                          "file not found; give the path of a saved state dict")
+    problem = weights_file_problem(cfg.weights_path) if cfg.weights_path else ""
+    if problem:
+        raise ConfigError("model.weights_path", cfg.weights_path, problem)
     if spec.needs_coord_channels and not task.coord_channels:
         _check_channels(spec, task.in_channels)
     need = spec.min_size(cfg)

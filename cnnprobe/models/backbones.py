@@ -43,6 +43,7 @@ from cnnprobe.models.spec import (  # noqa: F401 - re-exported
     BACKBONE_FLOATS_PER_PIXEL,
     BACKBONE_MIN_SIZE,
     WeightsError,
+    weights_file_problem,
 )
 
 
@@ -123,13 +124,14 @@ def _as_state_dict(obj: Any, field: str, source: str) -> dict[str, torch.Tensor]
 def read_state_file(path: str, field: str = "model.weights_path") -> dict[str, torch.Tensor]:
     """Load a state dict from a local file on the CPU, or raise WeightsError naming it."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsError(field, path, "file not found; give the path of a saved state dict")
+    problem = weights_file_problem(p)
+    if problem:
+        raise WeightsError(field, path, problem)
     try:
         # weights_only: a weights file from elsewhere must not be able to run code.
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise WeightsError(field, path,
+        raise WeightsError(field, path, weights_file_problem(p) or
                            f"not a readable torch state dict: {_load_problem(exc)}") from exc
     return _as_state_dict(obj, field, path)
 

@@ -8,6 +8,8 @@ before torch is imported.
 
 from __future__ import annotations
 
+import os
+
 from cnnprobe.config import ConfigError, ModelConfig
 
 CHANNEL_CAP = 256  # plaincnn: channels double after each halving up to max(width, this)
@@ -100,3 +102,29 @@ def coordconv_floats_per_pixel(cfg: ModelConfig) -> float:
         saved += cfg.width * area  # conv output (ReLU is in place)
         c_in = cfg.width
     return 1.5 * saved + 3.0
+
+
+SAVE_HINT = "give the path of a file saved with torch.save(model.state_dict(), PATH)"
+
+
+def weights_file_problem(path: str | os.PathLike) -> str:
+    """What is wrong with a weights file that its name and first bytes already tell, in
+    words a user can act on ("" when it may be a torch.save file): missing, a folder,
+    empty, or not a torch file at all (torch's own error for a text file is "KeyError:
+    101"). Checked before a run is recorded, so such a refusal leaves nothing behind."""
+    p = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(p):
+        return f"is a folder; {SAVE_HINT}"
+    if not os.path.isfile(p):
+        return f"file not found; {SAVE_HINT}"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror}); {SAVE_HINT}"
+    if not head:
+        return f"the file is empty; {SAVE_HINT}"
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch's zip, or a raw pickle
+        return f"not a torch.save file (it does not start like one: a text or other file?); " \
+               f"{SAVE_HINT}"
+    return ""

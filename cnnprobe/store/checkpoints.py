@@ -28,6 +28,19 @@ def write_checkpoint(path: Path, *, run_id: str, config: RunConfig, model: torch
     atomic_write(path, lambda f: torch.save(data, f))
 
 
+class DamagedCheckpoint(StoreError):
+    """A checkpoint file that cannot be read; the caller adds what the user can do instead,
+    which depends on the command (eval has --which, resume only uses the last one)."""
+
+
+def short_reason(exc: BaseException) -> str:
+    """torch's reason for refusing a file, cut to its first sentence (its messages run to
+    paragraphs of advice that does not apply here)."""
+    text = first_line(exc, 160)
+    head, dot, _ = text.partition(". ")
+    return head + ("." if dot and not head.endswith(".") else "") if dot else text
+
+
 def read_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint on the CPU; StoreError naming the file if missing, cut short or odd."""
     path = Path(path)
@@ -37,8 +50,8 @@ def read_checkpoint(path: Path) -> Checkpoint:
         # weights_only: a checkpoint is data; loading it must never run code from the file.
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise StoreError(f"checkpoint {path} is unreadable ({first_line(exc)}): it is "
-                         "truncated or corrupt; try the other one (--which best/last)") from exc
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable ({short_reason(exc)}): it "
+                                "is truncated or corrupt") from exc
     missing = [k for k in KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise StoreError(f"checkpoint {path} is not a cnnprobe checkpoint (no {missing[0]})")

@@ -39,10 +39,26 @@ class StoreDatabase:
         except OSError as exc:
             raise StoreError(f"cannot create the store folder {self.root} ({exc.strerror}): "
                              "pass --store DIR") from exc
+        self._refuse_a_lost_index()
         with self._sql():
             self._open_schema()
 
-    # -- connections and errors
+    def _refuse_a_lost_index(self) -> None:
+        """An index cut to zero bytes beside run folders would silently become a new empty
+        store that hides them: refuse, say what is there, and change nothing."""
+        wal = self.path.with_name(DB_NAME + "-wal")
+        if not self.path.is_file() or self.path.stat().st_size or (
+                wal.is_file() and wal.stat().st_size):
+            return
+        runs = [p.name for p in self.root.iterdir() if p.is_dir() and len(p.name) == 32
+                and all(ch in "0123456789abcdef" for ch in p.name)]
+        if runs:
+            raise StoreError(
+                f"{self.path} is empty (0 bytes) but {len(runs)} run folder(s) are beside it: "
+                "the index was lost, and opening it would hide them. Nothing was changed. "
+                f"Restore {DB_NAME} from a backup, or to start a new store here move the run "
+                f"folders out of it first: mkdir {self.root}.lost && mv {self.root}/"
+                f"{'?' * 32} {self.root}.lost/")
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
