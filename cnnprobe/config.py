@@ -338,15 +338,31 @@ def validate_task(t: TaskConfig) -> None:
 
 
 def _check_fits(t: TaskConfig) -> None:
-    """Objects are placed without overlap; refuse densities where that often fails."""
+    """Objects are placed without overlap; refuse densities where that often fails, naming
+    only changes that would make it fit (a hint that cannot help is not given)."""
+    fixed = {"count": t.count_min, "locate": 2}.get(t.name, 1)  # objects the task needs
     n = {"count": t.count_max, "locate": 2}.get(t.name, 1)
-    n += max(t.distractors, t.eval_distractor_count)
+    extra = max(t.distractors, t.eval_distractor_count)
+    n += extra
     cell = (t.object_max_px + 1) ** 2  # each object keeps a 1-pixel gap
-    free = t.height * t.width * (0.25 if t.split == "quadrant" else 0.75)
-    if n * cell > 0.35 * free:
-        raise ConfigError("task.height/width", f"{t.height}x{t.width}",
-                          f"too small for {n} objects up to {t.object_max_px}px without overlap; "
-                          "use a larger image, fewer objects or a smaller task.object_max")
+    share = 0.25 if t.split == "quadrant" else 0.75
+    room = 0.35 * t.height * t.width * share
+    if n * cell <= room:
+        return
+    side = math.ceil(math.sqrt(n * cell / (0.35 * share)))
+    fixes = [f"images of at least {side}x{side} px"]
+    fits = int(room // cell)  # objects of this size that fit
+    if fixed <= fits < n:
+        knobs = [k for k, can in (("task.count_max", t.name == "count" and t.count_max > fixed),
+                                  ("task.distractors/eval_distractors", extra > 0)) if can]
+        if knobs:
+            fixes.append(f"at most {fits} objects ({' or '.join(knobs)})")
+    largest = int(math.sqrt(room / n)) - 1  # the biggest object side at which n fit
+    if t.object_min <= largest < t.object_max_px:
+        fixes.append(f"task.object_max={largest} or less")
+    raise ConfigError("task.height/width", f"{t.height}x{t.width}",
+                      f"too small for {n} objects up to {t.object_max_px}px without overlap; "
+                      f"use {', or '.join(fixes)}")
 
 
 def validate_train(tr: TrainConfig) -> None:

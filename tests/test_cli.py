@@ -338,3 +338,39 @@ def test_a_lost_index_beside_run_folders_is_refused_and_the_fix_works(root, caps
     assert run(capsys, root, "runs")[0] == 0
     moved = shlex.split(fix)[-1].rstrip("/")
     assert len(list(Path(moved).iterdir())) == 1
+
+
+@pytest.mark.parametrize("task", [
+    dict(name="locate", height=8, width=8),
+    dict(name="count", height=16, width=16, count_max=8),
+    dict(name="locate", height=32, width=32, object_max=12),
+    dict(name="distance", height=12, width=12, distractors=6),
+    dict(name="count", height=64, width=64, count_max=9, distractors=3, object_max=16),
+])
+def test_every_size_hint_works_when_followed(task):
+    """A crowded task is refused with the changes that would make it fit, and each one
+    does (at 8 px "a smaller task.object_max" was offered though nothing smaller exists)."""
+    import re
+    from dataclasses import replace
+
+    from cnnprobe.config import ConfigError, RunConfig, TaskConfig, validate
+
+    cfg = RunConfig(task=TaskConfig(**task))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    text = str(info.value)
+    side = int(re.search(r"images of at least (\d+)x", text).group(1))
+    tries = [replace(cfg.task, height=side, width=side)]
+    if m := re.search(r"at most (\d+) objects \(([^)]*)\)", text):
+        fits, knobs = int(m.group(1)), m.group(2)
+        t = cfg.task
+        if "count_max" in knobs:
+            t = replace(t, count_max=max(t.count_min, fits - max(t.distractors, 0)))
+        if "distractors" in knobs:
+            base = {"count": t.count_max, "locate": 2}.get(t.name, 1)
+            t = replace(t, distractors=max(0, fits - base), eval_distractors=None)
+        tries.append(t)
+    if m := re.search(r"task.object_max=(\d+) or less", text):
+        tries.append(replace(cfg.task, object_max=int(m.group(1))))
+    for fixed in tries:
+        validate(replace(cfg, task=fixed))  # each suggestion alone makes it fit
