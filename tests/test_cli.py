@@ -374,3 +374,65 @@ def test_every_size_hint_works_when_followed(task):
         tries.append(replace(cfg.task, object_max=int(m.group(1))))
     for fixed in tries:
         validate(replace(cfg, task=fixed))  # each suggestion alone makes it fit
+
+
+def _as_another_user():
+    """A command prefix running as a user without root's right to write anything (`nobody`
+    via setpriv when the tests run as root, as CI does; nothing when they do not)."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: read-only files cannot be tested")
+    user = pwd.getpwnam("nobody")
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+
+
+def test_read_only_parts_of_a_store_are_named_and_what_sqlite_left_is_mended():
+    """The folder, the index, or the -wal/-shm files SQLite made while the index was
+    read-only: each refusal names the part and the chmod that fixes it, and once the index
+    is writable again the leftovers are mended so the store writes again."""
+    import os
+    import pwd
+    import subprocess
+    import sys
+    import tempfile
+
+    prefix = _as_another_user()
+    cnnprobe = str(Path(sys.executable).parent / "cnnprobe")
+    top = Path(tempfile.mkdtemp(prefix="cnnprobe-ro-"))
+    store = top / "s"
+    try:
+        if prefix:
+            user = pwd.getpwnam("nobody")
+            os.chown(top, user.pw_uid, user.pw_gid)
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*prefix, cnnprobe, "--store", str(store), *args],
+                                  capture_output=True, text=True, timeout=120)
+
+        tiny = ("--steps", "1", "--resolution", "16", "--batch-size", "4", "--val-size", "8",
+                "--device", "cpu", "--quiet")
+        made = cli("train", *tiny)  # a store and a run, made by that user
+        assert made.returncode == 0, made.stderr
+        db = store / "cnnprobe.db"
+        store.chmod(0o555)
+        for side in ("cnnprobe.db-wal", "cnnprobe.db-shm"):
+            (store / side).unlink(missing_ok=True)
+        done = cli("runs")
+        assert done.returncode == 1, done.stderr
+        assert f"the store folder {store} is read-only" in done.stderr
+        assert f"chmod u+w {store}," in done.stderr
+        store.chmod(0o755)  # the fix it gave
+        db.chmod(0o444)
+        assert cli("runs").returncode == 0  # reading works; SQLite makes -shm read-only
+        done = cli("tag", "latest", "x")
+        assert done.returncode == 1 and f"{db} is read-only: chmod u+w {db}," in done.stderr
+        db.chmod(0o644)  # the fix it gave: the index alone, -shm left as SQLite made it
+        done = cli("tag", "latest", "y")
+        assert done.returncode == 0, done.stderr
+    finally:
+        store.chmod(0o755) if store.exists() else None
+        shutil.rmtree(top, ignore_errors=True)

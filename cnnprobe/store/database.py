@@ -8,6 +8,7 @@ StoreError that says what to do.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -40,8 +41,36 @@ class StoreDatabase:
             raise StoreError(f"cannot create the store folder {self.root} ({exc.strerror}): "
                              "pass --store DIR") from exc
         self._refuse_a_lost_index()
+        self._mend_sidecars()
         with self._sql():
             self._open_schema()
+
+    def _sidecars(self) -> list[Path]:
+        return [self.path.with_name(DB_NAME + suffix) for suffix in ("-wal", "-shm")]
+
+    def _mend_sidecars(self) -> None:
+        """SQLite creates -wal and -shm with the index's mode: opened while cnnprobe.db was
+        read-only, they stay read-only after the user fixes cnnprobe.db, and the store with
+        them. Ours and the index writable again: give them the index's mode back."""
+        if not self.path.is_file() or not os.access(self.path, os.W_OK):
+            return
+        mode = self.path.stat().st_mode & 0o777
+        for side in self._sidecars():
+            if side.is_file() and not os.access(side, os.W_OK):
+                try:
+                    side.chmod(mode)
+                except OSError:
+                    pass  # not ours: the error on writing names the file and the fix
+
+    def _not_writable(self) -> str:
+        """Which part of the store cannot be written, and how to fix it ("" if none)."""
+        if not os.access(self.root, os.W_OK):
+            return (f"the store folder {self.root} is read-only (SQLite keeps {DB_NAME}-wal "
+                    f"and -shm beside the index): chmod u+w {self.root}, or pass --store DIR")
+        for path in (self.path, *self._sidecars()):
+            if path.is_file() and not os.access(path, os.W_OK):
+                return f"{path} is read-only: chmod u+w {path}, or pass --store DIR"
+        return ""
 
     def _refuse_a_lost_index(self) -> None:
         """An index cut to zero bytes beside run folders would silently become a new empty
@@ -95,6 +124,10 @@ class StoreDatabase:
         if "locked" in low or "busy" in low:
             return StoreError(f"{self.path} is locked by another process (waited "
                               f"{self.timeout:g}s): try again when it is done, or pass --store DIR")
+        if "readonly" in low or "read-only" in low or "unable to open" in low:
+            which = self._not_writable()
+            if which:
+                return StoreError(which)
         if "readonly" in low or "read-only" in low:
             return StoreError(f"{self.path} is read-only: fix its permissions or pass --store DIR")
         if "unable to open" in low:
