@@ -7,6 +7,8 @@ cache.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -96,18 +98,90 @@ def _train_recorded(store: RunStore, run_id: str, config: RunConfig, callbacks: 
         raise
 
 
+# A training step estimated to take longer than this is refused unless allow_slow: a
+# config that passes the memory check can still make no step in minutes (a 4096 px image on
+# a CPU). Static floor: seconds per (input pixel x fp32 value kept per pixel) on one fast
+# CPU core, about 5x below what this project's CPUs measured (1e-8 to 5e-8 for the built-in
+# models), so a config whose floor is under a second is never timed.
+SLOW_STEP_S = 30.0
+FAST_CPU_S_PER_PIXEL_FLOAT = 2e-9
+# Big images train slower per pixel than the small ones timed (caches): plaincnn at
+# 256 px/batch 64 and 2048 px/batch 1 took 1.7x the linear extrapolation (2026-12-02).
+LARGE_IMAGE_FACTOR = 2.0
+
+
+def estimate_step_seconds(cfg: RunConfig) -> float | None:
+    """Seconds one training step of `cfg` will take on its device, or None when it is
+    surely quick (or not on the CPU: no GPU could be timed here, and GPUs are the fast case).
+
+    A step's time grows with the pixels it trains on; it is measured, not guessed: a few
+    steps of the real model at 32x32 and 64x64 (batch 4) on the CPU, then extrapolated
+    linearly in batch x pixels (their difference removes the per-step overhead)."""
+    from cnnprobe.models import MODELS, estimate_training_bytes
+
+    if resolve_device(cfg.train.device).type != "cpu":
+        return None
+    px = cfg.train.batch_size * cfg.task.height * cfg.task.width
+    floats = estimate_training_bytes(cfg.model, cfg.task, cfg.train.batch_size) / 4
+    if floats * FAST_CPU_S_PER_PIXEL_FLOAT < 1.0:
+        return None
+    model = build_model(_from_checkpoint(cfg).model, cfg.task.in_channels).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    least = max(MODELS[cfg.model.name].min_size(cfg.model), 32)
+
+    def step_time(side: int, batch: int = 4) -> float:
+        x = torch.rand(batch, cfg.task.in_channels, side, side)
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            loss = model(x).float().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    small, large = step_time(least), step_time(2 * least)
+    per_px = max(large - small, 1e-9) / (4 * (4 * least * least - least * least))
+    return small + LARGE_IMAGE_FACTOR * per_px * (px - 4 * least * least)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def check_step_time(cfg: RunConfig, allow_slow: bool) -> None:
+    """ConfigError when one step would take over SLOW_STEP_S and `allow_slow` is not set."""
+    if allow_slow:
+        return
+    seconds = estimate_step_seconds(cfg)
+    if seconds is not None and seconds > SLOW_STEP_S:
+        total = seconds * cfg.train.total_steps
+        raise ConfigError("task.height/width", f"{cfg.task.height}x{cfg.task.width}",
+                          f"one training step of {cfg.model.name} at batch "
+                          f"{cfg.train.batch_size} would take about {_duration(seconds)} on "
+                          f"this CPU (timed at small sizes, scaled), {_duration(total)} for "
+                          "the run; use a smaller resolution or batch size, a GPU, or "
+                          "--allow-slow to start anyway")
+
+
 def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] = (),
               cancel: CancelFlag | None = None, *, name: str | None = None,
               tags: Sequence[str] = (), note: str = "", parent_id: str | None = None,
               kind: str = "train", init_model_state: dict[str, Any] | None = None,
-              on_created: Callable[[str], None] | None = None) -> tuple[str, RunResult]:
+              on_created: Callable[[str], None] | None = None,
+              allow_slow: bool = False) -> tuple[str, RunResult]:
     """Create a run record, train with the store's recorder listening, return (id, result).
 
     A config error raises ConfigError before anything is recorded; `on_created` hears the
-    new run's id before training starts.
+    new run's id before training starts. A config whose every step would take minutes on the
+    CPU is refused too (check_step_time) unless `allow_slow`.
     """
     cfg = validate_run(config)
     resolve_device(cfg.train.device)  # a device this machine lacks: refused before recording
+    check_step_time(cfg, allow_slow)
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
     if on_created is not None:
@@ -201,7 +275,7 @@ def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
 
 def resume_run(store: RunStore, run_id: str, extra_steps: int,
                callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None, *,
-               device: str | None = None) -> tuple[str, RunResult]:
+               device: str | None = None, allow_slow: bool = False) -> tuple[str, RunResult]:
     """Continue a run from its last checkpoint (optimizer included) for more steps.
 
     The same record goes on: its history continues from the checkpoint's step, and
@@ -221,6 +295,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
                                      device=device or cfg.train.device))
     validate_run(_from_checkpoint(cfg))
+    check_step_time(cfg, allow_slow)
     was, now = torch.device(record.device or "cpu").type, resolve_device(cfg.train.device).type
     if was != now:
         raise StoreError(f"run {record.short_id} trained on {was}; its data stream cannot move "
@@ -237,8 +312,8 @@ def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps
                  lr: float | None = None, callbacks: Iterable[Callback] = (),
                  cancel: CancelFlag | None = None, which: str = DEFAULT_WEIGHTS,
                  name: str | None = None, tags: Sequence[str] = (),
-                 device: str | None = None, on_created: Callable[[str], None] | None = None
-                 ) -> tuple[str, RunResult]:
+                 device: str | None = None, on_created: Callable[[str], None] | None = None,
+                 allow_slow: bool = False) -> tuple[str, RunResult]:
     """A new run, parent recorded, starting from a stored run's weights at another size.
 
     The optimizer starts fresh (and at `lr` when given), as the notebook's fine-tune did.
@@ -252,7 +327,8 @@ def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps
     size = str(height) if height == width else f"{height}x{width}"
     return train_run(store, cfg, callbacks, cancel, name=name or f"{parent.name}-ft{size}",
                      tags=tags, parent_id=run_id, kind="finetune",
-                     init_model_state=ckpt.model_state, on_created=on_created)
+                     init_model_state=ckpt.model_state, on_created=on_created,
+                     allow_slow=allow_slow)
 
 
 @dataclass

@@ -436,3 +436,35 @@ def test_read_only_parts_of_a_store_are_named_and_what_sqlite_left_is_mended():
     finally:
         store.chmod(0o755) if store.exists() else None
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_a_config_whose_steps_take_minutes_is_refused_unless_allowed(root, capsys,
+                                                                    monkeypatch):
+    """It passes the memory check and would make no step for minutes: timed first and
+    refused with the way out; --allow-slow starts it anyway (the timing is faked here so
+    that the test neither depends on this machine's speed nor trains a 4096 px model)."""
+    import cnnprobe.runs as runs_module
+
+    monkeypatch.setattr(runs_module, "estimate_step_seconds", lambda cfg: 600.0)
+    before = snapshot(root)
+    code, out, err = run(capsys, root, *TRAIN)
+    assert code == 2 and "would take about 10 min on this CPU" in err
+    assert "--allow-slow to start anyway" in err and snapshot(root) == before
+    code, out, err = run(capsys, root, *TRAIN, "--allow-slow", "--name", "slow-but-asked")
+    assert code == 0, err
+    assert [r.status for r in RunStore(root).list_runs() if r.name == "slow-but-asked"] == \
+        ["finished"]
+
+
+def test_the_step_time_is_timed_only_when_it_may_be_slow():
+    from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+    from cnnprobe.runs import estimate_step_seconds
+
+    small = RunConfig(task=TaskConfig(height=64, width=64), model=ModelConfig(name="plaincnn"),
+                      train=TrainConfig(batch_size=8, device="cpu"))
+    assert estimate_step_seconds(small) is None  # its floor is far under a second: no timing
+    big = RunConfig(task=TaskConfig(height=1024, width=1024),
+                    model=ModelConfig(name="plaincnn", width=8),
+                    train=TrainConfig(batch_size=8, device="cpu"))
+    seconds = estimate_step_seconds(big)
+    assert seconds is not None and seconds > 0

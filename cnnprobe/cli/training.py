@@ -117,7 +117,8 @@ def cmd_train(args: argparse.Namespace, console: Console, store: RunStore) -> in
         args, console, store, f"{cfg.task.name}/{cfg.model.name}",
         lambda cbs, cancel, created: train_run(store, cfg, cbs, cancel, name=args.name,
                                                tags=args.tag, note=args.note,
-                                               on_created=created))
+                                               on_created=created,
+                                               allow_slow=args.allow_slow))
 
 
 def cmd_resume(args: argparse.Namespace, console: Console, store: RunStore) -> int:
@@ -129,7 +130,8 @@ def cmd_resume(args: argparse.Namespace, console: Console, store: RunStore) -> i
     def start(cbs: list, cancel: threading.Event, created: Callable[[str], None]) -> tuple:
         console.print(f"run [bold]{run_id}[/bold] ({rec.name}) resumes from its last "
                       f"checkpoint for {args.steps} more steps", highlight=False)
-        return resume_run(store, run_id, args.steps, cbs, cancel, device=args.device)
+        return resume_run(store, run_id, args.steps, cbs, cancel, device=args.device,
+                          allow_slow=args.allow_slow)
 
     return train_with_progress(args, console, store, f"{rec.name} (resumed)", start)
 
@@ -146,7 +148,7 @@ def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) ->
         lambda cbs, cancel, created: finetune_run(
             store, run_id, height=height, width=width, steps=args.steps, lr=args.lr,
             callbacks=cbs, cancel=cancel, which=args.which, name=args.name, tags=args.tag,
-            device=args.device, on_created=created))
+            device=args.device, on_created=created, allow_slow=args.allow_slow))
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -165,6 +167,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--steps", type=int, required=True, help="how many more steps to train")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-slow", action="store_true",
+                   help="start even when one training step would take minutes on the CPU "
+                        "(refused by default; the step is timed at small sizes first)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("finetune", parents=[common],
@@ -189,3 +194,6 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="tag the run (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-slow", action="store_true",
+                   help="start even when one training step would take minutes on the CPU "
+                        "(refused by default; the step is timed at small sizes first)")

@@ -78,7 +78,7 @@ def _evaluate(store: RunStore, trial: Trial, run_id: str, evaluations: tuple[str
                 store, run_id, height=h, width=w, steps=steps, cancel=cancel, device=device,
                 name=f"{store.get(run_id).name}-ft{h}",
                 tags=[study_tag(trial.study), f"variant:{trial.variant}",
-                      f"finetune:{trial.key}"])
+                      f"finetune:{trial.key}"], allow_slow=True)
             if result.status == "finished":
                 store.save_evaluation(run_id, {"kind": "finetune", "height": h, "width": w,
                                                "steps": steps, "run": child},
@@ -112,8 +112,10 @@ def run_trial(store: RunStore, trial: Trial, evaluations: tuple[str, ...], cance
             on_created(run_id)
 
     try:
+        # A study's scale is the user's explicit choice: its trials are not timed and refused
+        # for being slow as a single `cnnprobe train` is (runs.check_step_time).
         run_id, result = train_run(store, cfg, [listen], cancel, name=name, tags=trial.tags,
-                                   on_created=created)
+                                   on_created=created, allow_slow=True)
     except ConfigError as exc:  # the model cannot be built here (weights offline...)
         run_id = made[0] if made else store.create_run(cfg, name=name, tags=trial.tags)
         store.set_status(run_id, "skipped", str(exc))
