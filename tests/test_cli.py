@@ -468,3 +468,20 @@ def test_the_step_time_is_timed_only_when_it_may_be_slow():
                     train=TrainConfig(batch_size=8, device="cpu"))
     seconds = estimate_step_seconds(big)
     assert seconds is not None and seconds > 0
+
+
+def test_the_damaged_checkpoint_hints_work_when_followed(root, capsys):
+    """Resume on a damaged last checkpoint points at finetune --which best; eval points at
+    --which best: both commands, as given, run."""
+    import re
+
+    _truncate(root)
+    rid = _id(root)
+    code, out, err = run(capsys, root, "resume", rid, "--steps", "2", "--quiet")
+    assert code == 1
+    hint = re.search(r"cnnprobe (finetune \S+ --which best) --steps N", err).group(1).split()
+    code, out, err = run(capsys, root, *hint, "--steps", "2", "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, root, "eval", rid)
+    assert code == 1 and err.strip().endswith("--which best")
+    assert run(capsys, root, "eval", rid, "--which", "best")[0] == 0
