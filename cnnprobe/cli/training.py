@@ -55,15 +55,19 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
                TimeElapsedColumn(), TimeRemainingColumn())
     quiet = args.json or args.quiet
     with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        bar = progress.add_task(label, total=None, loss="-", rate="")
+        # Hidden until a run exists: a command refused before (a bad size, a device this
+        # machine lacks, a step that would take minutes) prints its one error line alone.
+        bar = progress.add_task(label, total=None, loss="-", rate="", visible=False)
 
         def on_created(run_id: str) -> None:
             console.print(f"run [bold]{run_id}[/bold] recording into {store.root}",
                           highlight=False)
+            progress.update(bar, visible=True)
 
         def on_event(ev: object) -> None:
             if isinstance(ev, RunStarted):
-                progress.update(bar, total=ev.total_steps, completed=ev.start_step)
+                progress.update(bar, total=ev.total_steps, completed=ev.start_step,
+                                visible=True)
                 progress.console.log(f"device {ev.device} ({ev.device_name}), "
                                      f"{ev.parameters:,} parameters")
             elif isinstance(ev, StepEvent):
