@@ -95,7 +95,7 @@ class StoredRunRecord(RunRecord):
         raw = self.__dict__.get("_raw")
         if raw is None or name not in raw:
             raise AttributeError(name)
-        text = raw.pop(name)
+        text = raw[name]  # not popped: two threads may parse it at once, harmlessly
         if name == "config":
             import json
 
