@@ -41,6 +41,7 @@ from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.models import build_model, validate_run
 from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
+from cnnprobe.store.checkpoints import DamagedCheckpoint
 from cnnprobe.store.recorder import RunRecorder
 from cnnprobe.tasks import Batch
 from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
@@ -52,17 +53,19 @@ def _from_checkpoint(cfg: RunConfig) -> RunConfig:
 
 
 def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
-               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
+               device: torch.device | str = "cpu", *, hint: bool = True
+               ) -> tuple[torch.nn.Module, Checkpoint]:
     """A stored run's model in eval mode on `device`, and the checkpoint it came from.
 
-    StoreError when the checkpoint is missing, unreadable or no longer builds a model.
+    StoreError when the checkpoint is missing, unreadable or no longer builds a model; a
+    damaged one points at the other checkpoint (--which) unless `hint` is off, for a
+    caller that has no --which (resume) and says what to do itself.
     """
     try:
         ckpt = store.load_checkpoint(run_id, which)
-    except StoreError as exc:
+    except DamagedCheckpoint as exc:
         other = "best" if which == "last" else "last"
-        if type(exc).__name__ == "DamagedCheckpoint" and \
-                store.checkpoint_path(run_id, other).is_file():
+        if hint and store.checkpoint_path(run_id, other).is_file():
             raise StoreError(f"{exc}; its {other} checkpoint may be whole: --which {other}") \
                 from exc
         raise
@@ -284,13 +287,13 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     require_int("steps", extra_steps, 1)
     record = store.get(run_id)
     try:  # refuses a checkpoint that is damaged or no longer builds
-        _, ckpt = load_model(store, run_id, "last")
-    except StoreError as exc:
-        if "--which best" not in str(exc):
+        _, ckpt = load_model(store, run_id, "last", hint=False)
+    except DamagedCheckpoint as exc:
+        if not store.checkpoint_path(run_id, "best").is_file():
             raise
-        raise StoreError(str(exc).split("; its best")[0] + "; resume needs the last "
-                         "checkpoint: continue from the best one as a new run instead, "
-                         f"cnnprobe finetune {run_id[:8]} --which best --steps N") from exc
+        raise StoreError(f"{exc}; resume needs the last checkpoint: continue from the best "
+                         "one as a new run instead, cnnprobe finetune "
+                         f"{run_id[:8]} --which best --steps N") from exc
     cfg = ckpt.config
     cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
                                      device=device or cfg.train.device))

@@ -365,8 +365,7 @@ class CnnprobeApp(LabActions, App[None]):
         """In the narrow layout, the pane on screen; in the grid, all are. A class set on a
         pane restyles all its widgets, so nothing is set when the pane is already current
         (a plot-tab key, pressed while a run trains, used to restyle every pane)."""
-        if name == self._current_pane and self.screen_main.query_one(f"#{name}").has_class(
-                "-current"):
+        if name == self._current_pane:
             return
         self._current_pane = name
         for pane, _ in PANES:
