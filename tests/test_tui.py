@@ -410,16 +410,18 @@ def tiny_view():
 async def test_a_run_loaded_while_the_tabs_are_gone_is_ignored(store_dir):
     """A worker's RunLoaded can arrive while the app closes and the plot tabs are already
     unmounted (seen in CI): it must not raise NoMatches."""
-    from textual.widgets import TabbedContent
+    from textual.widgets import Tabs
 
     from tui.messages import RunLoaded
+    from tui.widgets.plots_pane import PlotStrip
 
     app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
     async with app.run_test(size=WIDE) as pilot:
         view = tiny_view()
         view.status = "finished"
         app.viewed_id = view.run_id
-        await app.plots.query_one(TabbedContent).remove()
+        await app.plots.query_one(PlotStrip).remove()
+        await app.plots.query_one(Tabs).remove()
         app.post_message(RunLoaded(view))
         await pilot.pause(0.1)
         assert app.is_running and app.views[view.run_id] is view

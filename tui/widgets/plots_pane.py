@@ -1,11 +1,17 @@
-"""The plots pane: one tab per plot; only the visible tab draws."""
+"""The plots pane: one tab per plot; only the visible tab draws.
+
+The five plots sit side by side in a strip as wide as five panes, and a tab key scrolls it
+to the chosen one. Showing and hiding tabs instead (TabbedContent) changes the layout, and
+Textual then lays out and repaints the whole screen: ~100 ms of the UI thread on every
+plot-tab key, taken from a training run through the GIL (bench/bench_tui.py). A scroll
+repaints the plot's region only."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import TabbedContent, TabPane
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Tab, Tabs
 
 from tui.run_view import RunView
 from tui.widgets.plots import (
@@ -19,6 +25,28 @@ from tui.widgets.plots import (
 
 TABS = (("loss", "Loss"), ("predictions", "Predictions"), ("errors", "Errors"),
         ("sweep", "Sweep"), ("compare", "Compare"))
+
+
+class PlotStrip(Horizontal):
+    """The plots side by side, each as wide as the strip's view; `show` scrolls to one."""
+
+    DEFAULT_CSS = """
+    PlotStrip {
+        height: 1fr;
+        overflow: hidden hidden;
+        scrollbar-size: 0 0;
+    }
+    PlotStrip > * {
+        width: 100%;
+        height: 1fr;
+    }
+    """
+
+    def show(self, tab: str) -> None:
+        index = [t for t, _ in TABS].index(tab)
+        # force: the strip's overflow is hidden, so that no wheel or drag scrolls it
+        self.scroll_to(x=index * self.scrollable_content_region.width, animate=False,
+                       immediate=True, force=True)
 
 
 class PlotsPane(Vertical):
@@ -41,24 +69,21 @@ class PlotsPane(Vertical):
         self.baseline: str | None = None  # the run id Compare draws the others against
 
     def compose(self) -> ComposeResult:
-        with TabbedContent(id="plot-tabs", initial="loss"):
-            with TabPane("Loss", id="loss"):
-                yield LossPlot(id="plot-loss")
-            with TabPane("Predictions", id="predictions"):
-                yield PredictionsView()
-            with TabPane("Errors", id="errors"):
-                yield ErrorsPlot(id="plot-errors")
-            with TabPane("Sweep", id="sweep"):
-                yield SweepPlot(id="plot-sweep")
-            with TabPane("Compare", id="compare"):
-                yield CompareView()
+        yield Tabs(*[Tab(label, id=name) for name, label in TABS], id="plot-tabs")
+        with PlotStrip(id="plot-strip"):
+            yield LossPlot(id="plot-loss")
+            yield PredictionsView()
+            yield ErrorsPlot(id="plot-errors")
+            yield SweepPlot(id="plot-sweep")
+            yield CompareView()
 
     @property
     def active(self) -> str:
-        return self.query_one(TabbedContent).active
+        tabs = self.query("#plot-tabs")
+        return (tabs.first(Tabs).active if tabs else "") or TABS[0][0]
 
     def set_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        self.query_one("#plot-tabs", Tabs).active = tab
 
     def step_tab(self, delta: int) -> None:
         names = [t for t, _ in TABS]
@@ -79,7 +104,7 @@ class PlotsPane(Vertical):
 
         A run loaded by a worker can arrive while the app is closing and the tabs are
         already gone: then there is nothing to draw."""
-        if not self.is_mounted or not self.query(TabbedContent):
+        if not self.is_mounted or not self.query(PlotStrip):
             return False
         tab = self.active
         kind = {"loss": LossPlot, "predictions": PredictionsView, "errors": ErrorsPlot,
@@ -92,8 +117,19 @@ class PlotsPane(Vertical):
             return widget.show_many(self.compare, baseline=self.baseline, force=force)
         return widget.show(self.view, force=force)
 
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        if event.tabs.id != "plot-tabs":
+            return
+        event.stop()
+        strips = self.query(PlotStrip)
+        if strips:
+            strips.first().show(self.active)
         self.redraw()
+
+    def on_resize(self) -> None:
+        strips = self.query(PlotStrip)
+        if strips:
+            strips.first().call_after_refresh(strips.first().show, self.active)
 
     def action_toggle_log(self) -> None:
         plot = self.query_one(LossPlot)
