@@ -34,6 +34,8 @@ POOLS = ("max", "avg", "stride", "none")
 GLOBAL_POOLS = ("max", "avg")
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_NORMS = ("auto", "none", "task", "imagenet")
+COMPILE_MODES = ("off", "default", "reduce-overhead")  # torch.compile modes of the training step
+CHANNELS_LAST = ("auto", "on", "off")
 REGIONS = ("train", "heldout")  # where evaluation objects go: as in training, or held out
 
 # Settings added after runs were already stored, and what those older runs did: a stored
@@ -41,6 +43,8 @@ REGIONS = ("train", "heldout")  # where evaluation objects go: as in training, o
 LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"allow_coincident": True},  # distance drew A == B before distinct points
     "model": {"input_norm": "none"},  # no input normalisation before it existed
+    # Eager steps, and channels-last on CUDA for models with spatial convs (today's auto).
+    "train": {"compile": "off", "channels_last": "auto"},
 }
 
 
@@ -60,6 +64,9 @@ class Setting:
     form: bool = True  # shown in the TUI form
     flag: str = ""  # the CLI flag (default: --name-with-dashes)
     bounds: tuple[int, int | None] | None = None  # integers: lowest and highest (None: any)
+    # Changes how fast a run goes, not what it computes: a study trial's key leaves it out
+    # while it has its default, so adding one keeps the keys of the trials already stored.
+    speed: bool = False
 
     @property
     def allowed(self) -> str:
@@ -86,13 +93,14 @@ class Setting:
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] = (), label: str = "",
             check: str = "", placeholder: str = "", form: bool = True, flag: str = "",
-            bounds: tuple[int, int | None] | None = None) -> Any:
+            bounds: tuple[int, int | None] | None = None, speed: bool = False) -> Any:
     """A config field defined once: its default, help, choices or integer bounds, and how
     the TUI form labels it. `settings()` gives them to the validators, the CLI flags, the
     TUI form and the docs table."""
     return field(default=default, metadata={
         "help": help, "choices": tuple(choices), "label": label, "check": check,
-        "placeholder": placeholder, "form": form, "flag": flag, "bounds": bounds})
+        "placeholder": placeholder, "form": form, "flag": flag, "bounds": bounds,
+        "speed": speed})
 
 
 def _kind(annotation: str, choices: tuple[str, ...]) -> str:
@@ -117,7 +125,8 @@ def settings(section: str) -> list[Setting]:
                            f.default, m.get("help", f.name.replace("_", " ")),
                            m.get("choices", ()), m.get("label") or f.name.replace("_", " "),
                            m.get("check", ""), m.get("placeholder", ""), m.get("form", True),
-                           m.get("flag") or "--" + f.name.replace("_", "-"), m.get("bounds")))
+                           m.get("flag") or "--" + f.name.replace("_", "-"), m.get("bounds"),
+                           m.get("speed", False)))
     return out
 
 
@@ -241,6 +250,12 @@ class TrainConfig:
                              form=False)
     amp: bool = setting(True, "bf16 autocast on CUDA (the head and the loss stay fp32)",
                         label="bf16 autocast", check="on CUDA")
+    compile: str = setting("off", "torch.compile the model's training forward: default is "
+                           "inductor, reduce-overhead adds CUDA graphs (CUDA only); evaluation "
+                           "stays eager", choices=COMPILE_MODES, form=False, speed=True)
+    channels_last: str = setting("auto", "channels-last memory format for the model and its "
+                                 "input (auto: on CUDA, for models with spatial convolutions)",
+                                 choices=CHANNELS_LAST, form=False, speed=True)
     precise_bn: bool = setting(True, "recalibrate BatchNorm statistics at the evaluated weights "
                                "before every evaluation", label="precise BN",
                                check="recalibrate")

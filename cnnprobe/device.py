@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from cnnprobe.config import ConfigError
+from cnnprobe.config import ConfigError, TrainConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,6 +22,16 @@ def resolve_device(name: str = "auto") -> torch.device:
                               f"only {torch.cuda.device_count()} CUDA device(s) here")
         return dev
     return torch.device(name)
+
+
+def training_device(tr: TrainConfig) -> torch.device:
+    """The device a run trains on (`resolve_device`), refusing options it cannot run there."""
+    device = resolve_device(tr.device)
+    if tr.compile == "reduce-overhead" and device.type != "cuda":
+        raise ConfigError("train.compile", tr.compile,
+                          f"CUDA graphs need a CUDA device and this run trains on {device.type}; "
+                          "use default or off")
+    return device
 
 
 def device_name(device: torch.device) -> str:

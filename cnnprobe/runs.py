@@ -24,7 +24,7 @@ from cnnprobe.config import (
     require_int,
     validate_task,
 )
-from cnnprobe.device import resolve_device
+from cnnprobe.device import resolve_device, training_device
 from cnnprobe.errors import first_line
 from cnnprobe.evaluate import (
     DEFAULT_RESOLUTIONS,
@@ -183,7 +183,7 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     CPU is refused too (check_step_time) unless `allow_slow`.
     """
     cfg = validate_run(config)
-    resolve_device(cfg.train.device)  # a device this machine lacks: refused before recording
+    training_device(cfg.train)  # a missing device or an option it cannot run: refused here
     check_step_time(cfg, allow_slow)
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
@@ -299,7 +299,7 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
                                      device=device or cfg.train.device))
     validate_run(_from_checkpoint(cfg))
     check_step_time(cfg, allow_slow)
-    was, now = torch.device(record.device or "cpu").type, resolve_device(cfg.train.device).type
+    was, now = torch.device(record.device or "cpu").type, training_device(cfg.train).type
     if was != now:
         raise StoreError(f"run {record.short_id} trained on {was}; its data stream cannot move "
                          f"to {now}: resume it with --device {was}, or fine-tune it instead")

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from cnnprobe.config import RunConfig
-from cnnprobe.device import device_name, resolve_device
+from cnnprobe.device import device_name, training_device
 from cnnprobe.errors import first_line
-from cnnprobe.evaluate import Evaluation, autocast_for, evaluation_state, predict
+from cnnprobe.evaluate import Evaluation, evaluation_state, predict
 from cnnprobe.events import (
     Callback,
     Cancelled,
@@ -27,6 +27,7 @@ from cnnprobe.events import (
     TrainState,
 )
 from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
+from cnnprobe.step import TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed
 
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
@@ -63,10 +64,6 @@ def fit_input_norm(model: nn.Module, task: Any, seed: int, device: torch.device)
         norm.fit(task.sample(n, g).images for n in sizes)
 
 
-def _uses_spatial_convs(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1) for m in model.modules())
-
-
 def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None,
           *, resume: ResumeState | None = None,
           init_model_state: dict[str, Any] | None = None) -> RunResult:
@@ -78,7 +75,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     cfg = validate_run(config)
     callbacks = list(callbacks)
     tr = cfg.train
-    device = resolve_device(tr.device)
+    device = training_device(tr)
     task = make_task(cfg.task)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG state
         torch.manual_seed(stream_seed(tr.seed, "init"))
@@ -88,17 +85,18 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     elif init_model_state is not None:
         model.load_state_dict(init_model_state)  # a fine-tune keeps its parent's input norm
     model.to(device)
-    channels_last = device.type == "cuda" and _uses_spatial_convs(model)
+    channels_last = wants_channels_last(model, device, tr.channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
+    train_step = TrainStep(model, optimizer, LOSSES[tr.loss](), device, amp=tr.amp,
+                           channels_last=channels_last, compile=tr.compile)
     generator = make_generator(tr.seed, device, "train")
     step, samples_seen, best = 0, 0, math.inf
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
         generator.set_state(resume.generator_state.to("cpu"))
         step, samples_seen, best = resume.step, resume.samples_seen, resume.best_val_mae
-    loss_fn = LOSSES[tr.loss]()
     total = tr.total_steps
     log_every = tr.log_every or (1 if device.type == "cpu" else 20)
     result = RunResult(cfg, "running", "", step, samples_seen, 0.0, str(device),
@@ -137,19 +135,11 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
                 result.status = "cancelled"
                 break
             batch = next(batches)
-            x = batch.images
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, tr.amp):
-                pred = model(x)
-            loss = loss_fn(pred.float(), batch.targets)  # the loss stays in fp32
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(batch.images, batch.targets)  # forward, backward, update
             step += 1
             samples_seen += len(batch)
             last_eval = None
-            loss_sum += loss.detach()
+            loss_sum += loss
             loss_count += 1
 
             # Reading the loss back syncs a GPU, so it happens every log_every steps only.

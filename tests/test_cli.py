@@ -223,6 +223,9 @@ ERRORS = [
      "cuda:N (N a device index from 0)"),
     ("a device this machine lacks", None, ["train", "--steps", "2", "--device", "cuda:99"], 2,
      "train.device='cuda:99'"),
+    ("CUDA graphs on the CPU", None, ["train", "--steps", "2", "--device", "cpu", "--compile",
+                                      "reduce-overhead"], 2,
+     "train.compile='reduce-overhead' is not allowed: CUDA graphs need a CUDA device"),
 ]
 
 

@@ -22,7 +22,9 @@ built-in studies (builtin.py).
     set = { "model.name" = "coordconv" }
 
 A trial's identity (`Trial.key`) is a hash of its whole resolved config, its seed
-included, so running a study again never repeats finished work.
+included, so running a study again never repeats finished work. Settings that change only
+how fast a run goes (`Setting.speed`: torch.compile, channels-last) are left out while they
+have their defaults, so adding one kept the key of every trial already stored.
 """
 
 from __future__ import annotations
@@ -76,7 +78,12 @@ class Trial:
     @property
     def key(self) -> str:
         """A hash of the whole config (seed included): the same trial has the same key."""
-        text = json.dumps(self.config.to_dict(), sort_keys=True, default=str)
+        data = self.config.to_dict()
+        for section in SECTIONS:
+            for st in settings(section):
+                if st.speed and data[section].get(st.name) == st.default:
+                    del data[section][st.name]
+        text = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
