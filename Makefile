@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $@
 
-.PHONY: install run test lint bench learnability learnability-bench
+.PHONY: install run test lint bench gpu-check learnability learnability-bench
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -25,6 +25,14 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_engine.py
+
+# The CUDA path's checks and figures (bench/gpu_check.py): the whole script on a CUDA machine
+# (about 5 minutes), its CPU half elsewhere (under a minute). Results in exports/gpu-check.*;
+# e.g. make gpu-check GPU_CHECK_ARGS="--skip tui,studies".
+GPU_CHECK_ARGS ?=
+gpu-check: $(VENV)/.installed
+	$(BIN)/python bench/gpu_check.py --json exports/gpu-check.json \
+		--markdown exports/gpu-check.md $(GPU_CHECK_ARGS)
 
 # Slow: every built-in model must beat the mean guess (tests/test_learnability.py).
 learnability: $(VENV)/.installed
