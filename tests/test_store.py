@@ -35,6 +35,19 @@ def test_create_get_and_list_newest_first(tmp_path):
     assert (tmp_path / "cnnprobe.db").is_file() and (tmp_path / a).is_dir()
 
 
+def test_a_listed_run_says_whether_it_was_named_without_parsing_its_config(tmp_path):
+    store = RunStore(tmp_path)
+    named = store.create_run(_cfg(), name="mine")
+    plain = store.create_run(_cfg("area", "plaincnn", 48))
+    rect = store.create_run(RunConfig(task=TaskConfig(name="area", height=40, width=56)),
+                            name="area-seednet-56")  # the width is not in a default name
+    listed = {r.id: r for r in store.list_runs()}
+    assert listed[named].has_given_name and not listed[plain].has_given_name
+    assert listed[rect].has_given_name
+    assert all("config" not in r.__dict__ for r in listed.values())  # the runs table's cost
+    assert store.get(named).has_given_name and not store.get(plain).has_given_name
+
+
 def test_store_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNPROBE_STORE", str(tmp_path / "elsewhere"))
     store = RunStore()

@@ -366,6 +366,42 @@ async def test_narrow_terminal_shows_one_pane_at_a_time(store_dir):
         assert all(app.query_one(p).display for p in ("#setup", "#plots", "#runs", "#log"))
 
 
+async def test_a_plot_tab_key_shows_its_plot_and_repaints_the_strip_only(store_dir,
+                                                                         monkeypatch):
+    """Plot tabs scroll a strip of plots (tui/widgets/plots_pane.py). Each key shows its
+    plot, and none repaints the whole screen, even right after a layout pass (a status
+    update while a run trains makes one): that full repaint cost ~240 ms of UI thread."""
+    from textual._compositor import Compositor
+
+    from tui.widgets.plots import PredictionsPlot
+    from tui.widgets.plots_pane import PlotStrip
+
+    full = []
+    render_full_update = Compositor.render_full_update
+
+    def counted(self, *args, **kw):
+        full.append(1)
+        return render_full_update(self, *args, **kw)
+
+    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
+        strip = app.query_one(PlotStrip)
+        for tab, kind in (("predictions", PredictionsPlot), ("errors", ErrorsPlot),
+                          ("sweep", SweepPlot), ("compare", ComparePlot), ("loss", LossPlot)):
+            app.status.update(f"before {tab}")  # a layout pass, as a training's status makes
+            await pilot.pause()
+            full.clear()
+            await pilot.press("right_square_bracket")
+            await pilot.pause()
+            assert app.plots.active == tab
+            x, y = strip.content_region.x + 8, strip.content_region.y + 4
+            under, _ = app.screen.get_widget_at(x, y)
+            assert under is app.query_one(kind) or app.query_one(kind) in under.ancestors
+            assert not full, f"the key to {tab} repainted the whole screen"
+
+
 async def test_every_action_has_a_key_in_help_and_an_entry_in_the_palette(store_dir):
     app = CnnprobeApp(store_dir, watch_store=False)
     async with app.run_test(size=WIDE) as pilot:

@@ -147,6 +147,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.engine_error = ""
         self._after_engine: list[tuple[str, Callable[[], None]]] = []
         self._panes: dict[type, Any] = {}
+        self._panes_by_id: dict[str, Any] = {}  # the lab's panes by id, from compose
         self._store_signature: tuple | None = None
         self._current_pane = ""
         self._init_lab()
@@ -154,17 +155,18 @@ class CnnprobeApp(LabActions, App[None]):
     # -- layout
     def compose(self) -> ComposeResult:
         cfg = self.initial_config
-        # The first layout and pane are set here, not in on_mount: a class changed on a
-        # mounted container restyles its whole subtree (seconds of startup, measured).
+        # The first layout is set here, not in on_mount: a class changed on a mounted
+        # container restyles its whole subtree (seconds of startup, measured).
         self.apply_layout(self.size)
+        panes = {"task": TaskPane(cfg.task, id="task"),
+                 "model": ModelPane(cfg, preset=self.initial_preset, id="model"),
+                 "plots": PlotsPane(id="plots"), "runs": RunsPane(id="runs"),
+                 "log": LogPane(id="log")}
+        setup = Vertical(panes["task"], panes["model"], id="setup")
+        self._panes_by_id = {**panes, "setup": setup}
+        self.show_panes()
         yield Tabs(*[Tab(label, id=f"tab-{name}") for name, label in PANES], id="pane-tabs")
-        with Container(id="main"):
-            with Vertical(id="setup", classes="-current"):
-                yield TaskPane(cfg.task, id="task", classes="-current")
-                yield ModelPane(cfg, preset=self.initial_preset, id="model")
-            yield PlotsPane(id="plots")
-            yield RunsPane(id="runs")
-            yield LogPane(id="log")
+        yield Container(setup, panes["plots"], panes["runs"], panes["log"], id="main")
         yield Static("", id="form-error", markup=False)
         from tui.widgets.system_line import SystemLine  # the machine (cnnprobe.system)
 
@@ -350,7 +352,25 @@ class CnnprobeApp(LabActions, App[None]):
 
     def apply_layout(self, size: Size) -> None:
         narrow = size.width < NARROW_WIDTH or size.height < NARROW_HEIGHT
-        self.screen_main.set_class(narrow, "-narrow")
+        if narrow != self.screen_main.has_class("-narrow"):
+            self.screen_main.set_class(narrow, "-narrow")
+        self.show_panes()
+
+    def show_panes(self) -> None:
+        """Narrow: only the current pane displays; wide: all do. Set as each pane's display,
+        not as a class: a class set on a pane restyles every widget in it (~0.9 s for the
+        forms on this machine), a display only lays the screen out again."""
+        narrow = self.screen_main.has_class("-narrow")
+        current = self._current_pane or "task"
+        panes = {name: self._panes_by_id.get(name) for name, _ in PANES}
+        panes["setup"] = self._panes_by_id.get("setup")
+        for name, pane in panes.items():
+            if pane is None:
+                continue
+            shown = not narrow or name == current or (
+                name == "setup" and current in ("task", "model"))
+            if pane.display != shown:
+                pane.display = shown
 
     @property
     def screen_main(self) -> Screen:
@@ -368,9 +388,7 @@ class CnnprobeApp(LabActions, App[None]):
         if name == self._current_pane:
             return
         self._current_pane = name
-        for pane, _ in PANES:
-            self.screen_main.query_one(f"#{pane}").set_class(pane == name, "-current")
-        self.screen_main.query_one("#setup").set_class(name in ("task", "model"), "-current")
+        self.show_panes()
         tabs = self.screen_main.query_one("#pane-tabs", Tabs)
         if tabs.active != f"tab-{name}":
             tabs.active = f"tab-{name}"

@@ -21,12 +21,6 @@ from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
 from tui.run_view import RunView
 from tui.scheduler import Scheduler
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.export import ExportScreen
-from tui.screens.finetune import FinetuneScreen
-from tui.screens.queue_or_stop import QueueOrStopScreen
-from tui.screens.resume import ResumeScreen
-from tui.screens.sweep import SweepScreen
 from tui.widgets.plots import LazyPlot
 
 if TYPE_CHECKING:
@@ -112,6 +106,8 @@ class LabActions:
             self.update_status()
 
         current = f"{running.title}, step {running.step}/{running.total_steps or '?'}"
+        from tui.screens.queue_or_stop import QueueOrStopScreen  # on use: the lab paints first
+
         self.push_screen(QueueOrStopScreen(job.device, current, job.title), answer)
 
     def start_training(self: CnnprobeApp, job: TrainJob) -> None:
@@ -337,6 +333,8 @@ class LabActions:
                 self.worker_jobs[self._sweep_worker(job)] = job
                 self.update_status()
 
+        from tui.screens.sweep import SweepScreen  # on use: the lab paints first
+
         self.push_screen(SweepScreen(rec, kind), go)
 
     @work(thread=True, exit_on_error=False, group="sweep", description="sweep")
@@ -403,6 +401,8 @@ class LabActions:
             if values:
                 self._submit_stored(rec, "resume", rec.config, extra_steps=values["extra_steps"])
 
+        from tui.screens.resume import ResumeScreen  # on use: the lab paints first
+
         self.push_screen(ResumeScreen(rec), go)
 
     def action_finetune(self: CnnprobeApp) -> None:
@@ -422,6 +422,8 @@ class LabActions:
                 self._submit_stored(rec, "finetune", cfg, height=values["height"],
                                     width=values["width"], steps=values["steps"],
                                     lr=values["lr"])
+
+        from tui.screens.finetune import FinetuneScreen  # on use: the lab paints first
 
         self.push_screen(FinetuneScreen(rec), go)
 
@@ -447,6 +449,8 @@ class LabActions:
                 worker = self._export_worker(rec.id, values["format"], values["path"],
                                              values["force"])
                 self.worker_jobs[worker] = None
+
+        from tui.screens.export import ExportScreen  # on use: the lab paints first
 
         self.push_screen(ExportScreen(rec), go)
 
@@ -533,6 +537,8 @@ class LabActions:
                 self.viewed_id = None
                 self.plots.show(None)
             self.refresh_runs()
+
+        from tui.screens.confirm import ConfirmScreen  # on use: the lab paints first
 
         self.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]}?",
                                        f"{rec.task}/{rec.model} {rec.resolution}, {rec.status}. "

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from cnnprobe.config import RunConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy loads with the first run shown: the lab paints before it
+    import numpy as np
     import pandas as pd
 
     from cnnprobe.store import RunRecord, RunStore
@@ -56,6 +55,8 @@ class RunView:
         view.val_history = list(store.val_history(record.id))
         pl = store.predictions(record.id)
         if pl is not None:
+            import numpy as np
+
             view.predictions, view.labels = (np.asarray(a, dtype=np.float64) for a in pl)
         for kind in ("resolution", "distractors"):
             sweep = store.sweep(record.id, kind)

@@ -65,6 +65,12 @@ class RunRecord:
         return f"{self.config.task.height}x{self.config.task.width}"
 
     @property
+    def has_given_name(self) -> bool:
+        """Whether the run was named, rather than called after its task, model and height
+        (default_name); read from the listed columns, without parsing the config."""
+        return self.name != f"{self.task}-{self.model}-{self.resolution.split('x')[0]}"
+
+    @property
     def short_id(self) -> str:
         return self.id[:8]
 

@@ -25,7 +25,6 @@ from cnnprobe.store.query import (
     searchable,
     sort_runs,
 )
-from cnnprobe.store.records import default_name
 from tui.widgets.runs_table import Cell, Column, RunsTable
 
 STATUS_STYLE = {"running": "bold cyan", "finished": "green", "failed": "bold red",
@@ -208,7 +207,7 @@ class RunsPane(Vertical):
     def cells(self, r, ago: str | None = None) -> tuple[Cell, ...]:
         """A run's row; `ago`: its "when", if already known."""
         mae = final_mae(r)
-        named = r.name != default_name(r.config)  # a given name stands out, a made one not
+        named = r.has_given_name  # a given name stands out, a made one not
         return (Cell(self.mark_of(r.id), "bold"),
                 Cell(r.status, STATUS_STYLE.get(r.status, "")),
                 Cell(r.name, "" if named else "dim"),
