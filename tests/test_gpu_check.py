@@ -49,7 +49,7 @@ def test_the_cpu_half_runs_says_cuda_is_missing_once_and_exits_0(tmp_path):
     rates = [r["value"] for r in results if r["unit"] == "samples/s"]
     assert rates and all(v > 0 for v in rates)
     table = out_md.read_text()
-    assert table.count("\n| cpu |") == len(results) and "none (CUDA not available)" in table
+    assert table.count("\n| cpu |") == len(results) and "GPU none." in table
     assert f"{report['checks']['passed']}/{report['checks']['total']} checks passed" in \
         proc.stdout
 

@@ -138,7 +138,7 @@ class Report:
         info = self.info
         lines = [f"`{info.get('command', 'bench/gpu_check.py')}`, {info.get('date', '')}: "
                  f"torch {info.get('torch')}, CPU {info.get('cpu')} ({info.get('threads')} "
-                 f"threads), GPU {info.get('gpu') or 'none (CUDA not available)'}.", "",
+                 f"threads), GPU {info.get('gpu') or 'none'}.", "",
                  "| half | what | result | figure | limit | s |", "|---|---|---|---:|---:|---:|"]
         for r in self.results:
             figure = _fmt(r.value, r.unit)

@@ -204,6 +204,6 @@ def differences(a: Trace, b: Trace) -> tuple[float, float]:
 def _predict_cpu(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     # In training mode, BatchNorm normalising with the batch's own statistics: after a few
     # steps the running statistics are still near their initial values, and eval-mode
-    # outputs made with them amplify any difference between the copies tenfold.
+    # outputs made with them magnify small differences between the copies.
     model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).train()
     return model(x).float().numpy()
