@@ -7,14 +7,14 @@ here, quick) trains like the eager one; the loop reads the loss once per `log_ev
 (counted with a Tensor.item stand-in for the sync sensor, which is shown able to fail); and
 small samples/s and study-time figures.
 
-GPU half (when torch.cuda.is_available(); about five minutes on one GPU): the generator on
-CUDA, and CPU vs CUDA (same distribution; identical batches are not expected); CPU fp32 vs
-CUDA fp32 and bf16 for seednet and resnet18 on the same batches; train() twice on CUDA; no
-host sync in the step loop but the loss read (torch.cuda.set_sync_debug_mode), for every
-task; torch.compile default and reduce-overhead (CUDA graphs) against eager, checked and
-timed; samples/s of seednet and resnet18 at 64/128/256 px, batch 512, bf16, channels-last
-on and off; the TUI's cost (bench_tui.py --device cuda); and the full-scale built-in
-studies' trial times.
+GPU half (when torch.cuda.is_available(); an estimated 5-8 minutes, most of it compiling):
+the generator on CUDA, and CPU vs CUDA (same distribution; identical batches are not
+expected); CPU fp32 vs CUDA fp32 and bf16 for seednet and resnet18 on the same batches;
+train() twice on CUDA; no host sync in the step loop but the loss read
+(torch.cuda.set_sync_debug_mode), for every task; torch.compile default and reduce-overhead
+(CUDA graphs) against eager, checked and timed; samples/s of seednet and resnet18 at
+64/128/256 px, batch 512, bf16, channels-last on and off; the TUI's cost (bench_tui.py
+--device cuda); and the full-scale built-in studies' trial times.
 
     python bench/gpu_check.py [--json PATH] [--markdown PATH] [--skip tui,studies,...]
 
@@ -122,11 +122,11 @@ def run_half(report: Report, half: str, device: torch.device, plan: Plan, *,
         run("generator", "generator across devices",
             lambda: checks.generator_across(half, reference, device))
     for model, size, batch, steps, kinds in plan.agree:
-        pairs = {"fp32": (Copy(ref), Copy(device), 0.0 if ref == device else checks.FP32_LIMIT),
-                 "bf16": (Copy(ref), Copy(device, bf16=True), checks.bf16_limit(model))}
-        for a, b, limit in (pairs[k] for k in kinds.split(",")):
-            run("agree", f"{model} agreement", lambda a=a, b=b, limit=limit, m=model, s=size,
-                bt=batch, st=steps: checks.agreement(half, m, s, bt, st, a, b, limit))
+        pairs = {"fp32": (Copy(device), 0.0 if ref == device else checks.FP32_LIMIT),
+                 "bf16": (Copy(device, bf16=True), checks.bf16_limit(model))}
+        others = [pairs[k] for k in kinds.split(",")]
+        run("agree", f"{model} agreement", lambda m=model, s=size, b=batch, st=steps,
+            others=others: checks.agreement(half, m, s, b, st, Copy(ref), others))
     for model, size, batch, steps in plan.repeat:
         limit = 0.0 if device.type == "cpu" else checks.bf16_limit(model)
         run("repeat", f"{model} repeat run", lambda m=model, s=size, b=batch, st=steps,

@@ -43,18 +43,22 @@ def bf16_limit(model: str) -> float:
 
 
 def agreement(half: str, model: str, size: int, batch: int, steps: int, reference: Copy,
-              other: Copy, limit: float) -> Result:
-    """Two copies of one run, same weights and batches: do they end within `limit`?"""
+              others: list[tuple[Copy, float]]) -> list[Result]:
+    """Copies of one run, same weights and batches: does each end within its limit of the
+    reference? (The reference trains once for all of them.)"""
     cfg = run_config(model, size, batch)
-    ref, oth = train_copies(cfg, [reference, other], steps)
-    d_loss, d_pred = differences(ref, oth)
-    value = max(d_loss, d_pred)
-    return Result(half, "check", f"{model}: {other.label} vs {reference.label}",
-                  within(value, limit), value, "rel.", limit,
-                  f"{size} px, batch {batch}, {steps} steps; losses {d_loss:.1e}, "
-                  f"predictions {d_pred:.1e}",
-                  data={"losses": [ref.losses.tolist(), oth.losses.tolist()],
-                        "d_loss": d_loss, "d_pred": d_pred})
+    ref, *traces = train_copies(cfg, [reference] + [c for c, _ in others], steps)
+    out = []
+    for (other, limit), oth in zip(others, traces, strict=True):
+        d_loss, d_pred = differences(ref, oth)
+        value = max(d_loss, d_pred)
+        out.append(Result(half, "check", f"{model}: {other.label} vs {reference.label}",
+                          within(value, limit), value, "rel.", limit,
+                          f"{size} px, batch {batch}, {steps} steps; losses {d_loss:.1e}, "
+                          f"predictions {d_pred:.1e}",
+                          data={"losses": [ref.losses.tolist(), oth.losses.tolist()],
+                                "d_loss": d_loss, "d_pred": d_pred}))
+    return out
 
 
 def generator_repeats(half: str, device: torch.device, *, size: int = 32, n: int = 64
