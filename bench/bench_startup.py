@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from fabricate import fabricate  # noqa: E402
 
 BIN = Path(sys.executable).parent
+FORM_MARK = "learning rate"  # a form field's label: on screen once the forms have filled in
 ANSI = re.compile(r"\x1b\[[0-9;?<>=]*[ -/]*[@-~]"  # CSI: cursor moves, colours, modes
                   r"|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"  # OSC: title, clipboard
                   r"|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
@@ -48,8 +49,10 @@ def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def tui_times(store: Path, marker: str, size: tuple[int, int] = (120, 40),
-              timeout: float = 90.0) -> tuple[float, float | None]:
-    """(seconds to first paint, seconds until the engine is ready) of one TUI start."""
+              timeout: float = 90.0) -> tuple[float, float | None, float | None]:
+    """(seconds to first paint, to the forms filled in, until the engine is ready) of one
+    TUI start. The first frame holds the layout, the runs, the status line and the footer;
+    the forms' fields mount right after it (FormPane.fill), then the engine loads."""
     master, slave = os.openpty()
     cols, rows = size
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -60,7 +63,7 @@ def tui_times(store: Path, marker: str, size: tuple[int, int] = (120, 40),
                             close_fds=True)
     os.close(slave)
     seen = ""
-    painted = ready = None
+    painted = forms = ready = None
     try:
         while time.perf_counter() - start < timeout and ready is None:
             r, _, _ = select.select([master], [], [], 0.05)
@@ -75,6 +78,8 @@ def tui_times(store: Path, marker: str, size: tuple[int, int] = (120, 40),
             if painted is None and marker in seen and "palette" in seen \
                     and "loading the engine" in seen:
                 painted = now
+            if painted is not None and forms is None and FORM_MARK in seen:
+                forms = now
             if painted is not None and ("idle" in seen.split("loading the engine")[-1]):
                 ready = now
     finally:
@@ -88,7 +93,7 @@ def tui_times(store: Path, marker: str, size: tuple[int, int] = (120, 40),
     if painted is None:
         raise RuntimeError(f"no first paint within {timeout:.0f}s; screen so far: "
                            f"{seen[-500:]!r}")
-    return painted, ready
+    return painted, forms, ready
 
 
 def median(xs: list[float]) -> float:
@@ -120,15 +125,17 @@ def main() -> int:
     py = sys.executable
     figures: dict[str, list[float]] = {k: [] for k in (
         "python -c pass", "python -c 'import torch'", "cnnprobe --help", "cnnprobe runs",
-        "cnnprobe-tui first paint", "cnnprobe-tui engine ready")}
+        "cnnprobe-tui first paint", "cnnprobe-tui forms filled", "cnnprobe-tui engine ready")}
     for _ in range(args.repeats):
         figures["python -c pass"].append(wall([py, "-c", "pass"]))
         figures["python -c 'import torch'"].append(wall([py, "-c", "import torch"]))
         figures["cnnprobe --help"].append(wall([str(BIN / "cnnprobe"), "--help"]))
         figures["cnnprobe runs"].append(wall([str(BIN / "cnnprobe"), "--store", str(store),
                                               "runs"]))
-        painted, ready = tui_times(store, newest)
+        painted, forms, ready = tui_times(store, newest)
         figures["cnnprobe-tui first paint"].append(painted)
+        if forms is not None:
+            figures["cnnprobe-tui forms filled"].append(forms)
         if ready is not None:
             figures["cnnprobe-tui engine ready"].append(ready)
     torch_s = median(figures["python -c 'import torch'"])

@@ -211,3 +211,14 @@ def test_runs_filter_is_the_tui_query(tmp_path, capsys):
     assert "fake-0017" in out and "fake-0018" not in out and "fake-0007" not in out
     assert main(["--store", str(root), "runs", "--filter", "nothing-like-this"]) == 0
     assert "match" in capsys.readouterr().out
+
+
+def test_the_lab_module_paints_before_numpy_and_pandas_load():
+    """The lab's first frame (layout, runs, status) needs neither: numpy loads with the
+    first run's plots, pandas with a describe() table (bench/bench_startup.py)."""
+    probe = ("import tui.app, sys\n"
+             "print('LOADED', *[m for m in ('numpy', 'pandas') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LOADED"]

@@ -36,7 +36,9 @@ def test_the_docs_table_is_generated_from_the_settings():
 
 async def test_the_tui_form_has_a_row_for_every_form_setting(tmp_path):
     app = CnnprobeApp(tmp_path / "store", watch_store=False)
-    async with app.run_test(size=(140, 42)):
+    async with app.run_test(size=(140, 42)) as pilot:
+        while not app.forms_filled:  # they fill in after the first frame
+            await pilot.pause(0.05)
         rows = {f.key: f for f in app.query(Field) if f.key != "preset"}
         for section in SECTIONS:
             for st in settings(section):

@@ -72,7 +72,11 @@ async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
 
 
 async def settle(app, pilot) -> None:
-    """Every worker done and every message they posted handled."""
+    """The forms filled in, every worker done and every message they posted handled."""
+    for _ in range(200):
+        if app.forms_filled:
+            break
+        await pilot.pause(0.05)
     await app.workers.wait_for_complete()
     await pilot.pause(0.1)
     await app.workers.wait_for_complete()
@@ -82,8 +86,8 @@ async def settle(app, pilot) -> None:
 async def test_pick_task_fix_an_invalid_field_then_train(store_dir):
     app = CnnprobeApp(store_dir, config=tiny(8), watch_store=False)
     async with app.run_test(size=WIDE) as pilot:
-        await pilot.press("1")
-        assert app.focused.id == "task-list"
+        await pilot.press("1")  # pressed as the lab opens: acts once the forms are in
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "task-list")
         await pilot.press("down")  # distance -> area
         assert app.query_one(TaskPane).task_name == "area"
         await pilot.press("tab")  # the height field, its text selected
@@ -477,6 +481,7 @@ async def test_a_batchnorm_run_says_how_its_numbers_were_made(store_dir):
                                       lr=1e-3, device="cpu", bn_samples=64))
     app = CnnprobeApp(store_dir, config=cfg, watch_store=False)
     async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)  # the forms fill in after the first frame
         assert app.query_one("#f-model-input_norm", Field).display
         assert app.query_one("#f-train-precise_bn", Field).display
         assert app.query_one("#f-task-allow_coincident", Field).display  # a distance task
@@ -493,6 +498,7 @@ async def test_a_batchnorm_run_says_how_its_numbers_were_made(store_dir):
         caption = describe_table(app.views[rec.id]).caption
         assert caption == "last @ 6 · BN recalibrated · norm task"
     app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
-    async with app.run_test(size=WIDE):
+    async with app.run_test(size=WIDE) as pilot:
+        await settle(app, pilot)
         # seednet reads raw coordinates: no normalisation to choose
         assert not app.query_one("#f-model-input_norm", Field).display

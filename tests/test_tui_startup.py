@@ -111,3 +111,48 @@ async def test_an_engine_that_cannot_load_is_said_and_nothing_starts(tmp_path):
         assert app.is_running and not app.active
     with RunStore(root) as store:
         assert store.list_runs() == []
+
+
+async def test_the_forms_fill_in_after_the_first_frame_and_read_as_the_config_until_then(
+        tmp_path):
+    """The first frame has the layout, the runs and the status, not the forms' fields
+    (~120 widgets, the bulk of first-paint time); they mount right after it. Until then
+    the form reads as the config the lab opened with, and a pane key waits for them."""
+    from cnnprobe.models import validate_run
+    from tui.widgets.field import Field
+
+    fabricate(tmp_path / "store", 5)
+
+    class HeldForms(CnnprobeApp):
+        CSS_PATH = str(Path(__file__).resolve().parents[1] / "tui" / "app.tcss")
+        held = True
+
+        async def _fill_forms(self, tries: int = 0) -> None:
+            if not self.held:  # the test fills them when it is ready
+                await super()._fill_forms(tries)
+
+    cfg = RunConfig(task=TaskConfig(name="count", height=24, width=20),
+                    model=ModelConfig(name="plaincnn", depth=2, width=4),
+                    train=TrainConfig(batch_size=8, steps=6, lr=0.003, device="cpu"))
+    app = HeldForms(tmp_path / "store", config=cfg, watch_store=False,
+                    engine_loader=lambda: None)
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: len(app.runs.records) == 5)
+        assert not app.forms_filled and not app.query(Field)
+        assert "loading the engine" in status_text(app)  # the engine waits for the forms
+        want = validate_run(cfg, memory=False)  # "auto" settings resolved, as read_config does
+        read, errors = app.read_config()
+        assert errors == {} and read == want
+        await pilot.press("1")  # waits for the task pane's fields
+        await pilot.pause(0.2)
+        assert app.focused is None or app.focused.id != "task-list"
+        app.held = False
+        await app._fill_forms()
+        await until(pilot, lambda: app.forms_filled and app.focused is not None
+                    and app.focused.id == "task-list")  # the "1" pressed before
+        assert app.query_one("#f-task-height", Field).value() == 24
+        assert app.query_one("#f-train-lr", Field).value() == 0.003
+        assert app.query_one("#f-task-count_min", Field).display  # a count task's options
+        read, errors = app.read_config()
+        assert errors == {} and read == want
+        await until(pilot, lambda: app.engine_ready)

@@ -69,6 +69,16 @@ def form_keys(field_name: str) -> list[str]:
     return [field_name]
 
 
+class LabFooter(Footer):
+    """The footer with its keys in the lab's first frame. Textual's composes them a frame
+    later, when the screen first says its bindings changed (~0.25 s of first paint here,
+    bench/bench_startup.py); from then on it follows the bindings as Textual's does."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.set_reactive(Footer._bindings_ready, True)
+
+
 class CnnprobeApp(LabActions, App[None]):
     """The lab: configure a probe run, train it, watch it, and study stored runs."""
 
@@ -148,6 +158,8 @@ class CnnprobeApp(LabActions, App[None]):
         self._after_engine: list[tuple[str, Callable[[], None]]] = []
         self._panes: dict[type, Any] = {}
         self._panes_by_id: dict[str, Any] = {}  # the lab's panes by id, from compose
+        self.forms_filled = False  # the form panes' fields are mounted after the first frame
+        self._focus_after_forms = ""  # a pane key pressed before then
         self._store_signature: tuple | None = None
         self._current_pane = ""
         self._init_lab()
@@ -158,8 +170,10 @@ class CnnprobeApp(LabActions, App[None]):
         # The first layout is set here, not in on_mount: a class changed on a mounted
         # container restyles its whole subtree (seconds of startup, measured).
         self.apply_layout(self.size)
-        panes = {"task": TaskPane(cfg.task, id="task"),
-                 "model": ModelPane(cfg, preset=self.initial_preset, id="model"),
+        # The forms fill in right after the first frame (FormPane.fill, _fill_forms).
+        panes = {"task": TaskPane(cfg, id="task", fill_later=True),
+                 "model": ModelPane(cfg, preset=self.initial_preset, id="model",
+                                    fill_later=True),
                  "plots": PlotsPane(id="plots"), "runs": RunsPane(id="runs"),
                  "log": LogPane(id="log")}
         setup = Vertical(panes["task"], panes["model"], id="setup")
@@ -172,7 +186,7 @@ class CnnprobeApp(LabActions, App[None]):
 
         yield SystemLine(id="system")
         yield RunStatus(id="status")
-        yield Footer(compact=True)
+        yield LabFooter(compact=True)
 
     def _pane(self, kind: type) -> Any:
         """The lab's pane of this type, found once: a query walks the whole DOM, and the
@@ -209,7 +223,27 @@ class CnnprobeApp(LabActions, App[None]):
         self.revalidate()
         self.plots.show(None)
         self.update_status()
-        self.call_after_refresh(self._load_engine)
+        self.call_after_refresh(self._fill_forms)
+
+    async def _fill_forms(self, tries: int = 10) -> None:
+        """After the first frame: mount the forms' fields, then load the engine (torch).
+        The footer composes its keys a frame after the first too: that frame goes first."""
+        if tries and not self.screen_main.query("FooterKey"):
+            self.call_after_refresh(self._fill_forms, tries - 1)
+            return
+        if tries:  # the footer's keys are there: one frame to draw them
+            self.call_after_refresh(self._fill_forms, 0)
+            return
+        for kind in (TaskPane, ModelPane):
+            panes = self.screen_main.query(kind)
+            if not panes:  # closing
+                return
+            await panes.first().fill()
+        self.forms_filled = True
+        self.revalidate()
+        if self._focus_after_forms:
+            self.action_focus_pane(self._focus_after_forms)
+        self._load_engine()
 
     # -- the engine, loaded after the first paint
     @work(thread=True, exit_on_error=False, group="engine", description="engine")
@@ -402,6 +436,9 @@ class CnnprobeApp(LabActions, App[None]):
         self.runs.open_filter()
 
     def action_focus_pane(self, name: str) -> None:
+        if name in ("task", "model") and not self.forms_filled:
+            self._focus_after_forms = name  # a frame or two away: _fill_forms does it
+            return
         self.show_pane(name)
         target = {"task": "#task-list", "model": "#model Select", "plots": "#plots Tabs",
                   "runs": "#runs-table", "log": "#log"}[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Select
@@ -13,13 +14,48 @@ from tui.widgets.field import Field
 
 
 class FormPane(VerticalScroll):
-    """Base of the task and model panes: fields keyed `section.name`."""
+    """Base of the task and model panes: fields keyed `section.name`.
+
+    With `fill_later`, the pane composes empty and `fill` mounts its fields: the lab paints
+    its first frame (layout, runs, status) without the forms' ~120 widgets, and fills them
+    right after it (bench/bench_startup.py). Until then the pane reads as its config."""
 
     class Edited(Message):
         """A value in the form changed; the app re-validates the whole config."""
 
+    SECTIONS: tuple[str, ...] = ()  # the config sections the pane's fields set
     _field_list: list[Field] | None = None
     _edit_pending = False
+    _filling = False
+
+    def __init__(self, cfg: RunConfig, *, fill_later: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._config = cfg  # shown when filled; what the pane reads as until then
+        self.filled = not fill_later
+
+    def compose(self) -> ComposeResult:
+        if self.filled:
+            yield from self.compose_fields()
+
+    def compose_fields(self) -> ComposeResult:
+        """The pane's widgets, from self._config."""
+        raise NotImplementedError
+
+    async def fill(self) -> None:
+        """Mount the fields (once), then set up what on_mount would have."""
+        if self.filled or self._filling:
+            return
+        self._filling = True
+        await self.mount_all(list(self.compose_fields()))
+        self.filled = True  # only now: what arrived meanwhile was kept for on_fields_mounted
+        self.on_fields_mounted()
+
+    def on_mount(self) -> None:
+        if self.filled:
+            self.on_fields_mounted()
+
+    def on_fields_mounted(self) -> None:
+        """The fields are there (at mount, or when filled)."""
 
     def fields(self) -> list[Field]:
         """Every field, found once: the fields are fixed at compose, and a CSS query per
@@ -38,6 +74,11 @@ class FormPane(VerticalScroll):
 
     def read_into(self, data: dict[str, dict[str, Any]]) -> list[ConfigError]:
         """Put every shown field's value into `data`; return those that could not be parsed."""
+        if not self.filled:
+            given = self._config.to_dict()
+            for section in self.SECTIONS:
+                data[section].update(given[section])
+            return []
         errors = []
         for f in self.fields():
             if not f.display:  # options of another task or model keep their defaults
@@ -50,6 +91,7 @@ class FormPane(VerticalScroll):
         return errors
 
     def write(self, cfg: RunConfig) -> None:
+        self._config = cfg
         data = cfg.to_dict()
         for f in self.fields():
             section, name = f.key.split(".", 1)

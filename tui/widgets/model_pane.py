@@ -45,14 +45,16 @@ class ModelPane(FormPane):
             super().__init__()
             self.name = name
 
+    SECTIONS = ("model", "train")
+
     def __init__(self, cfg: RunConfig, *, preset: str | None = None, **kw: Any) -> None:
-        super().__init__(**kw)
-        self._initial = cfg
+        super().__init__(cfg, **kw)
         self._preset = preset
         self.model_rows: dict[str, dict] = {}
+        self._devices: list[str] | None = None  # set_devices before the fields are there
 
-    def compose(self) -> ComposeResult:
-        m, tr = self._initial.model, self._initial.train
+    def compose_fields(self) -> ComposeResult:
+        m, tr = self._config.model, self._config.train
         yield Field("preset", "preset", Select([(p, p) for p in PRESETS], prompt="fill from…",
                                                value=self._preset or Select.NULL,
                                                compact=True, id="preset"), "choice",
@@ -65,13 +67,15 @@ class ModelPane(FormPane):
                     continue
                 value = getattr(values, st.name)
                 if st.key == "train.device":  # the devices this machine has
-                    devices = device_choices(engine_ready=False)
+                    devices = self._devices or device_choices(engine_ready=False)
                     yield setting_field(st, value, choices=devices + (
                         [value] if value not in devices else []))
                 else:
                     yield setting_field(st, value)
 
-    def on_mount(self) -> None:
+    def on_fields_mounted(self) -> None:
+        if self.model_rows:
+            self.set_model_rows(list(self.model_rows.values()))
         self.update_visibility()
 
     def fields(self) -> list[Field]:
@@ -80,7 +84,10 @@ class ModelPane(FormPane):
     def set_model_rows(self, rows: list[dict]) -> None:
         """Parameter counts arrived: label the model choices with them."""
         self.model_rows = {r["name"]: r for r in rows}
-        select = self.query_one("#f-model-name Select", Select)
+        found = self.query("#f-model-name Select")
+        if not self.filled or not found:  # labelled when the fields are mounted
+            return
+        select = found.first(Select)
         current = select.value
         with self.prevent(Select.Changed):
             select.set_options([(f"{r['name']} · {short_count(r['params'])}", r["name"])
@@ -90,6 +97,7 @@ class ModelPane(FormPane):
 
     def set_devices(self, devices: list[str]) -> None:
         """The engine has loaded: offer every device torch sees, keeping the choice."""
+        self._devices = devices
         f = self.field("train.device")
         if f is None:
             return
@@ -140,7 +148,10 @@ class ModelPane(FormPane):
             f = self.field(key)
             if f is not None:
                 f.display = visible
-        info = self.query_one("#model-info", Static)
+        found = self.query("#model-info")
+        if not self.filled or not found:
+            return
+        info = found.first(Static)
         row = self.model_rows.get(name)
         if spec is None:
             info.update("")

@@ -10,7 +10,6 @@ import math
 import time
 from collections.abc import Sequence
 
-import numpy as np
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -19,7 +18,6 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from cnnprobe.measurement import describe_short
-from cnnprobe.metrics import error_by_label
 from cnnprobe.store.records import default_name
 from tui.run_view import RunView, mae_curve, validation_curve
 
@@ -28,6 +26,8 @@ SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
 
 def thin(xs: Sequence[float], ys: Sequence[float], n: int) -> tuple[list, list]:
     """At most n evenly spaced points, always keeping the last."""
+    import numpy as np  # on use: the lab paints before numpy loads
+
     if len(xs) <= n or n < 2:
         return list(xs), list(ys)
     idx = np.unique(np.linspace(0, len(xs) - 1, n).astype(int))
@@ -208,6 +208,8 @@ class PredictionsPlot(RunPlot):
     """Histogram of the predictions over the histogram of the labels."""
 
     def draw(self, view: RunView) -> None:
+        import numpy as np  # on use: the lab paints before numpy loads
+
         self._series = 0
         if view.predictions is None or view.labels is None:
             self.plt.title(f"{view.label}: predictions appear when the run ends")
@@ -259,6 +261,8 @@ class ErrorsPlot(RunPlot):
     """Absolute error against label, the notebook's scatter, with the binned mean."""
 
     def draw(self, view: RunView) -> None:
+        import numpy as np  # on use: the lab paints before numpy loads
+
         self._series = 0
         if view.predictions is None or view.labels is None:
             self.plt.title(f"{view.label}: errors appear when the run ends")
@@ -268,6 +272,8 @@ class ErrorsPlot(RunPlot):
         order = np.argsort(labels)
         xs, ys = thin(labels[order].tolist(), errors[order].tolist(), 4 * self.points)
         self.plt.scatter(xs, ys, label="|error|", marker="dot")
+        from cnnprobe.metrics import error_by_label  # numpy and pandas: on use
+
         binned = error_by_label(labels, errors, bins=20).dropna(subset=["mae"])
         self.plt.plot(binned.label_mid.tolist(), binned.mae.tolist(), label="binned MAE")
         self.plt.xlabel("label")
@@ -314,6 +320,8 @@ def relative(xs: list[float], ys: list[float], base_x: list[float], base_y: list
              ) -> tuple[list[float], list[float]]:
     """ys minus the baseline at the same x (linear between the baseline's points), where
     the baseline has points around x: nothing is extrapolated."""
+    import numpy as np  # on use: the lab paints before numpy loads
+
     if not base_x or not xs:
         return [], []
     bx, by = np.asarray(base_x, dtype=np.float64), np.asarray(base_y, dtype=np.float64)

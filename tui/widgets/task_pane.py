@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from cnnprobe.config import ConfigError, RunConfig, TaskConfig, settings
+from cnnprobe.config import ConfigError, RunConfig, settings
 from cnnprobe.tasks import task_table
 from tui.widgets.field import setting_field
 from tui.widgets.form_pane import FormPane
@@ -20,13 +20,14 @@ class TaskPane(FormPane):
 
     BORDER_TITLE = "1 Task"
 
-    def __init__(self, task: TaskConfig, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.task_name = task.name
-        self._initial = task
+    SECTIONS = ("task",)
 
-    def compose(self) -> ComposeResult:
-        t = self._initial
+    def __init__(self, cfg: RunConfig, **kw: Any) -> None:
+        super().__init__(cfg, **kw)
+        self.task_name = cfg.task.name
+
+    def compose_fields(self) -> ComposeResult:
+        t = self._config.task
         rows = task_table()
         options = [Option(Text.assemble((f"{r['name']:<9}", "bold"), r["description"]),
                           id=r["name"]) for r in rows]
@@ -35,14 +36,15 @@ class TaskPane(FormPane):
             if st.form:
                 yield setting_field(st, getattr(t, st.name))
 
-    def on_mount(self) -> None:
+    def on_fields_mounted(self) -> None:
         self.select_task(self.task_name)
         self.update_visibility()
 
     def select_task(self, name: str) -> None:
-        opts = self.query_one("#task-list", OptionList)
-        opts.highlighted = opts.get_option_index(name)
         self.task_name = name
+        if self.filled:
+            opts = self.query_one("#task-list", OptionList)
+            opts.highlighted = opts.get_option_index(name)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         event.stop()
@@ -81,8 +83,9 @@ class TaskPane(FormPane):
                 f.display = visible
 
     def read_into(self, data: dict[str, dict[str, Any]]) -> list[ConfigError]:
+        errors = super().read_into(data)
         data["task"]["name"] = self.task_name
-        return super().read_into(data)
+        return errors
 
     def write(self, cfg: RunConfig) -> None:
         self.select_task(cfg.task.name)
@@ -91,4 +94,5 @@ class TaskPane(FormPane):
 
     def show_errors(self, errors: dict[str, str]) -> None:
         super().show_errors(errors)
-        self.query_one("#task-list").set_class("task.name" in errors, "-invalid")
+        if self.filled:
+            self.query_one("#task-list").set_class("task.name" in errors, "-invalid")
