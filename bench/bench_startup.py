@@ -7,8 +7,10 @@ machine is shared: compare the ratios, not the seconds across runs).
 
 First paint: the TUI runs in a pseudo-terminal of 120x40; the clock stops when the screen
 it has written shows the newest run's name in the runs table, the status line and the
-footer (its layout and the store's runs, drawn). "Engine ready": when the status line
-stops saying that the engine is loading. Each figure is the median of --repeats.
+footer (its layout and the store's runs, drawn). "Forms filled": when a form field's label
+shows (the forms' fields mount right after the first frame). "Engine ready": when the
+status line stops saying that the engine is loading. Each figure is the median of
+--repeats.
 """
 
 from __future__ import annotations
