@@ -17,7 +17,7 @@ class FormPane(VerticalScroll):
     """Base of the task and model panes: fields keyed `section.name`.
 
     With `fill_later`, the pane composes empty and `fill` mounts its fields: the lab paints
-    its first frame (layout, runs, status) without the forms' ~120 widgets, and fills them
+    X
     right after it (bench/bench_startup.py). Until then the pane reads as its config."""
 
     class Edited(Message):

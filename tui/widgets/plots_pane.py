@@ -2,9 +2,9 @@
 
 The five plots sit side by side in a strip as wide as five panes, and a tab key scrolls it
 to the chosen one. Showing and hiding tabs instead (TabbedContent) changes the layout, and
-Textual then lays out and repaints the whole screen: ~100 ms of the UI thread on every
-plot-tab key, taken from a training run through the GIL (bench/bench_tui.py). A scroll
-repaints the plot's region only."""
+Textual then lays out and repaints the whole screen: ~130 ms of the UI thread on every
+plot-tab key against ~70 ms for a scroll, which repaints the plot's region only; that time
+is taken from a training run through the GIL (bench/bench_tui.py)."""
 
 from __future__ import annotations
 
