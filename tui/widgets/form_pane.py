@@ -17,7 +17,7 @@ class FormPane(VerticalScroll):
     """Base of the task and model panes: fields keyed `section.name`.
 
     With `fill_later`, the pane composes empty and `fill` mounts its fields: the lab paints
-    X
+    its first frame (layout, runs, status) without the forms' ~200 widgets, and fills them
     right after it (bench/bench_startup.py). Until then the pane reads as its config."""
 
     class Edited(Message):
