@@ -7,7 +7,10 @@ which the trainer does only every `log_every` steps. `bench/gpu_check.py` drives
 class to compare devices, precisions and compile modes on identical batches.
 
 No host tensor crosses to the device inside the step loop: the task draws each batch on
-the run's device with its own generator, into one reused buffer (`ProbeTask.stream`).
+the run's device with its own generator, into one reused buffer (`ProbeTask.stream`), and
+builds no tensor from Python values while it does (`tests/test_tasks.py`; until 2026-12-02
+`shapes.randint` did, a blocking copy per call). Unconfirmed on a GPU so far: that is
+`bench/gpu_check.py`'s sync check.
 """
 
 from __future__ import annotations

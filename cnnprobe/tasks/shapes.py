@@ -18,11 +18,16 @@ CANDIDATES = 64
 def randint(low: torch.Tensor | int, high: torch.Tensor | int, shape: tuple[int, ...],
             g: torch.Generator) -> torch.Tensor:
     """Uniform integers in [low, high] inclusive; low and high may be tensors broadcastable
-    to shape."""
+    to shape.
+
+    Python ints stay Python numbers: `torch.as_tensor(int, device="cuda")` is a blocking
+    host-to-device copy, a sync in every batch of the training loop (what
+    `torch.cuda.set_sync_debug_mode` reports, bench/gpu_check.py). A float32 tensor times a
+    Python int gives the same values as times a 0-dim long tensor (both float32 products);
+    tests/test_tasks.py pins the batches."""
     u = torch.rand(shape, generator=g, device=g.device)
-    low_t = torch.as_tensor(low, device=g.device)
-    span = torch.as_tensor(high, device=g.device) - low_t + 1
-    return (low_t + (u * span).floor().long().clamp_max(span - 1)).long()
+    span = high - low + 1
+    return (low + (u * span).floor().long().clamp_max(span - 1)).long()
 
 
 def place_boxes(sizes: torch.Tensor, active: torch.Tensor, region: Region, g: torch.Generator, *,
