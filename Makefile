@@ -27,7 +27,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_engine.py
 
 # The CUDA path's checks and figures (bench/gpu_check.py): the whole script on a CUDA machine
-# (an estimated 5-8 minutes), its CPU half elsewhere (under a minute). Results in exports/gpu-check.*;
+# (at most --budget-s, 300 s by default), its CPU half elsewhere (under a minute). Results in exports/gpu-check.*;
 # e.g. make gpu-check GPU_CHECK_ARGS="--skip tui,studies".
 GPU_CHECK_ARGS ?=
 gpu-check: $(VENV)/.installed

@@ -7,7 +7,8 @@ here, quick) trains like the eager one; the loop reads the loss once per `log_ev
 (counted with a Tensor.item stand-in for the sync sensor, which is shown able to fail); and
 small samples/s and study-time figures.
 
-GPU half (when torch.cuda.is_available(); an estimated 5-8 minutes, most of it compiling):
+GPU half (when torch.cuda.is_available(); an estimated 5-8 minutes unbounded, most of it
+compiling; --budget-s, 300 s by default, records the parts that would start later as skipped):
 the generator on CUDA, and CPU vs CUDA (same distribution; identical batches are not
 expected); CPU fp32 vs CUDA fp32 and bf16 for seednet and resnet18 on the same batches;
 train() twice on CUDA; no host sync in the step loop but the loss read
@@ -17,6 +18,7 @@ train() twice on CUDA; no host sync in the step loop but the loss read
 --device cuda); and the full-scale built-in studies' trial times.
 
     python bench/gpu_check.py [--json PATH] [--markdown PATH] [--skip tui,studies,...]
+                              [--budget-s 300]
 
 Exit status: 0 when every check passed (without CUDA: the CPU half's), 1 otherwise.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import platform
 import shlex
 import sys
@@ -108,13 +111,34 @@ def gpu_plan(args: argparse.Namespace) -> Plan:
                 skip=set(args.skip))
 
 
+def release(device: torch.device, *, compiled: bool = False) -> None:
+    """Between parts: free what the last one held, so that the next one's memory and speed
+    are its own. torch.compiler.reset() drops dynamo's caches (and with them CUDA-graph
+    memory pools and automatic-dynamic shape state) so that every compile measure compiles
+    fresh: https://pytorch.org/docs/stable/generated/torch.compiler.reset.html;
+    empty_cache returns the caching allocator's free blocks (bench_tui runs in a subprocess
+    that needs them): https://pytorch.org/docs/stable/generated/torch.cuda.empty_cache.html"""
+    gc.collect()
+    if compiled:
+        torch.compiler.reset()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def run_half(report: Report, half: str, device: torch.device, plan: Plan, *,
-             sensor: syncs.Sensor | None = None, reference: torch.device | None = None) -> None:
+             sensor: syncs.Sensor | None = None, reference: torch.device | None = None,
+             deadline: float | None = None) -> None:
     """Every check and measure of `plan` on `device`; CPU-vs-device agreement against
-    `reference` (the CPU) when given, else the device against itself."""
+    `reference` (the CPU) when given, else the device against itself. Parts that would
+    start after `deadline` (time.perf_counter()) are recorded as skipped (--budget-s)."""
     def run(group: str, name: str, fn: Callable[[], Result | list[Result]]) -> None:
-        if group not in plan.skip:
-            report.run(half, name, fn)
+        if group in plan.skip:
+            return
+        if deadline is not None and time.perf_counter() > deadline:
+            report.add(Result(half, "skip", name, None, detail="skipped: over --budget-s"))
+            return
+        release(device, compiled=group == "compile")
+        report.run(half, name, fn)
 
     ref = reference or device
     run("generator", "generator repeats", lambda: checks.generator_repeats(half, device))
@@ -188,7 +212,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=512, help="GPU half: batch of the grid")
     p.add_argument("--studies", type=lambda s: [v for v in s.split(",") if v],
                    default=list(BUILTIN), help="GPU half: built-in studies to time at full scale")
-    p.add_argument("--tui-steps", type=int, default=4000, help="GPU half: bench_tui's steps")
+    p.add_argument("--tui-steps", type=int, default=1500, help="GPU half: bench_tui's steps")
+    p.add_argument("--budget-s", type=float, default=300,
+                   help="seconds after which the parts not yet started are recorded as "
+                        "skipped (0: no limit); the checks run before the measures")
     p.add_argument("--cpu-studies", type=lambda s: [v for v in s.split(",") if v],
                    default=["distractors"], help="CPU half: studies to time at smoke scale")
     p.add_argument("--cpu-compile-backend", default="aot_eager", choices=("aot_eager", "inductor"),
@@ -216,11 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(machine_info(cuda, argv), args.json,
                     echo=lambda line: print(line, flush=True))
     t0 = time.perf_counter()
-    run_half(report, "cpu", torch.device("cpu"), cpu_plan(args))
+    deadline = t0 + args.budget_s if args.budget_s else None
+    run_half(report, "cpu", torch.device("cpu"), cpu_plan(args), deadline=deadline)
     if cuda is not None:
         torch.set_num_threads(args.threads or default_threads)
         report.info["threads_cuda_half"] = torch.get_num_threads()
-        run_half(report, "cuda", cuda, gpu_plan(args), reference=torch.device("cpu"))
+        # Events recorded without a stream go to the current device's stream: make it the
+        # one measured (cuda:N). https://pytorch.org/docs/stable/generated/torch.cuda.set_device.html
+        torch.cuda.set_device(cuda)
+        run_half(report, "cuda", cuda, gpu_plan(args), reference=torch.device("cpu"),
+                 deadline=deadline)
     report.info["seconds"] = round(time.perf_counter() - t0, 1)
     report.write_json()
     table = report.markdown()

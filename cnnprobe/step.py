@@ -61,7 +61,11 @@ def step_forward(model: nn.Module, mode: str, backend: str | None = None
         return model
     backend = backend or COMPILE_BACKEND
     # `mode` is inductor's: other backends (aot_eager, for a quick CPU check) ignore it.
-    return torch.compile(model, mode=mode if backend == "inductor" else None, backend=backend)
+    # dynamic=False: a run's shapes are fixed (one batch size, one resolution), so always
+    # specialise rather than let a second shape turn on dynamic shapes ("automatic dynamic",
+    # kept per code object across compiles in one process).
+    return torch.compile(model, mode=mode if backend == "inductor" else None, backend=backend,
+                         dynamic=False)
 
 
 class TrainStep:

@@ -80,6 +80,22 @@ def test_the_gpu_half_runs_on_the_cpu_at_tiny_sizes(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["checks"]["failed"] == 0
 
 
+def test_parts_past_the_budget_are_recorded_as_skipped(tmp_path):
+    """--budget-s: a GPU is lent for minutes; what would start after the budget is said
+    to be skipped, not run, and is not a failure."""
+    plan = gpu_check.Plan(
+        agree=[("seednet", 16, 16, 2, "fp32")], repeat=[("seednet", 16, 16, 2)],
+        sync=[("seednet", "distance", 16, 16)], compile=[], compile_modes=(), compiled_train=[],
+        grid=[("seednet", 16, 16, "on")], studies=[], study_scale="smoke")
+    import time
+
+    report = Report({}, tmp_path / "r.json", echo=lambda line: None)
+    gpu_check.run_half(report, "cpu", CPU, plan, deadline=time.perf_counter() - 1)
+    assert report.results and all(r.verdict == "skipped" for r in report.results)
+    assert "over --budget-s" in report.results[0].detail and not report.failed
+    assert gpu_check.parse([]).budget_s == 300
+
+
 def test_relative_difference_fails_a_perturbed_or_broken_run():
     ref = np.array([3.0, 4.0])
     assert relative_difference(ref, ref) == 0.0

@@ -166,7 +166,7 @@ def compile_modes(half: str, device: torch.device, model: str, size: int, batch:
     for c in copies:  # one at a time (the same weights and batches each time): skips per copy
         before = _cudagraph_skips()
         traces += train_copies(cfg, [c], steps, draw_on="device", timed_from=warm)
-        skips.append(_cudagraph_skips() - before)
+        skips.append(None if before < 0 else _cudagraph_skips() - before)  # None: unknown
     eager = traces[0]
     limit = bf16_limit(model) if bf16 else FP32_LIMIT
     where = f"{size} px, batch {batch}, {'bf16' if bf16 else 'fp32'}"
@@ -187,8 +187,15 @@ def compile_modes(half: str, device: torch.device, model: str, size: int, batch:
                "speed" if backend != "inductor" else ""
         if c.compile == "reduce-overhead" and device.type == "cuda":
             note += ("; CUDA graphs used" if skipped == 0 else
-                     f"; CUDA graphs SKIPPED for {skipped} graph(s) (TORCH_LOGS=cudagraphs "
+                     "; whether CUDA graphs were used is unknown (no counter)" if skipped is None
+                     else f"; CUDA graphs SKIPPED for {skipped} graph(s) (TORCH_LOGS=cudagraphs "
                      "says why)")
+            # reduce-overhead is there for its CUDA graphs: without them it is only inductor.
+            out.append(Result(half, "check" if skipped is not None else "measure",
+                              f"{model}: reduce-overhead captured CUDA graphs",
+                              None if skipped is None else skipped == 0,
+                              None if skipped is None else float(skipped), "skipped graphs",
+                              None if skipped is None else 0.0, where))
         out.append(Result(half, "measure", f"{model} compile={mode} step on {device.type}",
                           None, t.samples_per_s, "samples/s",
                           detail=(f"{where}; x{speedup:.2f} eager; warm-up (compile) "

@@ -59,8 +59,8 @@ def training_rate(half: str, device: torch.device, model: str, size: int, batch:
                   data={"step_ms": 1000 * step_s, "config": cfg.to_dict()})
 
 
-def tui_overhead(half: str, device: torch.device, *, repeats: int = 1, steps: int = 4000,
-                 timeout_s: float = 600, script: Path = BENCH / "bench_tui.py"
+def tui_overhead(half: str, device: torch.device, *, repeats: int = 1, steps: int = 1500,
+                 timeout_s: float = 180, script: Path = BENCH / "bench_tui.py"
                  ) -> list[Result]:
     """bench_tui.py on this device: headless samples/s and the share kept while the TUI
     watches (and with a key every second), and the UI thread's CPU share."""

@@ -87,13 +87,18 @@ def strict_fp32(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
+    # cuDNN's fastest fp32 algorithms (Winograd, FFT) differ from a direct convolution by
+    # more than the CPU's threads do: deterministic algorithms for the comparison.
+    # https://pytorch.org/docs/stable/notes/randomness.html#cuda-convolution-determinism
+    cudnn = torch.backends.cudnn
+    saved = cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, cudnn.deterministic
+    cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
+    cudnn.deterministic = True
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, cudnn.deterministic = saved
 
 
 def _autocast(c: Copy) -> AbstractContextManager:
