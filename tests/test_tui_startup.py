@@ -127,9 +127,9 @@ async def test_the_forms_fill_in_after_the_first_frame_and_read_as_the_config_un
         CSS_PATH = str(Path(__file__).resolve().parents[1] / "tui" / "app.tcss")
         held = True
 
-        async def _fill_forms(self, tries: int = 0) -> None:
+        async def _fill_forms(self) -> None:
             if not self.held:  # the test fills them when it is ready
-                await super()._fill_forms(tries)
+                await super()._fill_forms()
 
     cfg = RunConfig(task=TaskConfig(name="count", height=24, width=20),
                     model=ModelConfig(name="plaincnn", depth=2, width=4),

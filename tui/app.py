@@ -225,15 +225,8 @@ class CnnprobeApp(LabActions, App[None]):
         self.update_status()
         self.call_after_refresh(self._fill_forms)
 
-    async def _fill_forms(self, tries: int = 10) -> None:
-        """After the first frame: mount the forms' fields, then load the engine (torch).
-        The footer composes its keys a frame after the first too: that frame goes first."""
-        if tries and not self.screen_main.query("FooterKey"):
-            self.call_after_refresh(self._fill_forms, tries - 1)
-            return
-        if tries:  # the footer's keys are there: one frame to draw them
-            self.call_after_refresh(self._fill_forms, 0)
-            return
+    async def _fill_forms(self) -> None:
+        """After the first frame: mount the forms' fields, then load the engine (torch)."""
         for kind in (TaskPane, ModelPane):
             panes = self.screen_main.query(kind)
             if not panes:  # closing
@@ -396,11 +389,7 @@ class CnnprobeApp(LabActions, App[None]):
         forms on this machine), a display only lays the screen out again."""
         narrow = self.screen_main.has_class("-narrow")
         current = self._current_pane or "task"
-        panes = {name: self._panes_by_id.get(name) for name, _ in PANES}
-        panes["setup"] = self._panes_by_id.get("setup")
-        for name, pane in panes.items():
-            if pane is None:
-                continue
+        for name, pane in self._panes_by_id.items():
             shown = not narrow or name == current or (
                 name == "setup" and current in ("task", "model"))
             if pane.display != shown:
