@@ -126,6 +126,20 @@ def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
         assert run_study(store, plan, backend="ray").trained == []
 
 
+def test_a_ray_trial_holds_its_cpus_while_it_trains(tmp_path, ray_instance):
+    """With --cpus-per-trial 2 on 2 CPUs the trials run one after the other. A worker that
+    waited on the stop flag with ray.get gave its CPUs back while it waited (twice a
+    second), and Ray started the next trial beside it."""
+    plan = long_plan("serial", steps=600)
+    with RunStore(tmp_path) as store:
+        progress = run_study(store, plan, backend="ray", cpus_per_trial=2)
+        assert len(progress.trained) == 2
+        first, second = sorted(once_each(store, plan).values(), key=lambda r: r.created_at)
+        assert first.finished_at - first.created_at > 1.0  # long enough to poll the flag
+        assert second.created_at >= first.finished_at, (first.finished_at,
+                                                          second.created_at)
+
+
 def test_stopping_a_ray_study_stores_trials_in_flight_as_cancelled(tmp_path, ray_instance):
     plan = long_plan("stopped", steps=5000)
     cancel = threading.Event()
@@ -138,8 +152,10 @@ def test_stopping_a_ray_study_stores_trials_in_flight_as_cancelled(tmp_path, ray
         progress = run_study(store, plan, backend="ray", cancel=cancel, on_step=on_step,
                              cpus_per_trial=2)  # one at a time: the second is queued
         assert progress.cancelled
-        statuses = [r.status for r in trial_records(store, "stopped").values()]
-        assert statuses == ["cancelled"]  # the queued one never started: not stored
+        recs = list(trial_records(store, "stopped").values())
+        statuses = [r.status for r in recs]
+        # the queued one never started: not stored
+        assert statuses == ["cancelled"], [(r.status, r.steps_done, r.pid) for r in recs]
 
 
 def test_ray_options_and_a_missing_ray_are_one_line(tmp_path, monkeypatch, capsys):
@@ -181,7 +197,9 @@ async def test_the_studies_screen_runs_a_study_on_ray(tmp_path, ray_instance):
         await app.workers.wait_for_complete()
         await pilot.pause(1.0)
         status = str(screen.query_one("#study-status", Static).render())
-        assert "trained 2" in status, status
+        with RunStore(tmp_path / "store") as store:
+            reasons = [r.reason for r in store.list_runs() if r.status != "finished"]
+        assert "trained 2" in status, (status, reasons)
         trials = screen.query_one("#study-trials", DataTable)
         assert [str(trials.get_cell(k, "status")) for k in trials.rows] == ["finished"] * 2
     with RunStore(tmp_path / "store") as store:

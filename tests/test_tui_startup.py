@@ -156,3 +156,22 @@ async def test_the_forms_fill_in_after_the_first_frame_and_read_as_the_config_un
         read, errors = app.read_config()
         assert errors == {} and read == want
         await until(pilot, lambda: app.engine_ready)
+
+
+async def test_an_edit_that_arrives_after_the_forms_are_gone_is_dropped(tmp_path):
+    """A form's Edited goes out a frame after its burst of changes, so it can arrive while
+    the lab closes and the panes are being removed (CI saw NoMatches from the test above,
+    ending right after the forms filled): there is nothing to validate, and no error."""
+    from tui.widgets.form_pane import FormPane
+    from tui.widgets.model_pane import ModelPane
+    from tui.widgets.task_pane import TaskPane
+
+    app = CnnprobeApp(tmp_path / "store", config=tiny(), watch_store=False,
+                      engine_loader=lambda: None)
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: app.forms_filled)
+        model = app.query_one(ModelPane)
+        await app.query_one(TaskPane).remove()  # as when the lab closes
+        model.post_message(FormPane.Edited())
+        await pilot.pause(0.2)
+        assert app.is_running and app.return_code is None

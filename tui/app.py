@@ -252,7 +252,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.post_message(EngineLoaded(time.perf_counter() - start))
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
-        if not self.screen_stack:
+        if not self.lab_is_up():
             return  # closing
         if message.error:
             self.engine_error = (f"the engine could not load ({message.error}); training "
@@ -323,10 +323,11 @@ class CnnprobeApp(LabActions, App[None]):
     def lab_is_up(self) -> bool:
         """Whether the lab's panes are there: not yet composed, or gone while the app
         closes (a timer or a worker's message can still arrive then)."""
-        if not self.screen_stack:
+        if not self.is_running or not self.screen_stack:
             return False
         try:
-            return all(self._pane(kind).is_mounted for kind in (PlotsPane, RunsPane))
+            return all(self._pane(kind).is_mounted
+                       for kind in (PlotsPane, RunsPane, TaskPane, ModelPane, LogPane))
         except NoMatches:
             return False
 
@@ -522,6 +523,11 @@ class CnnprobeApp(LabActions, App[None]):
         self.screen_main.query_one(ModelPane).show_errors(errors)
 
     def on_form_pane_edited(self, event: FormPane.Edited) -> None:
+        # An edit burst's one Edited goes out a frame after the burst (FormPane._edited):
+        # when the lab closes meanwhile (the forms have just filled, a test ends), the
+        # panes are being removed and there is nothing left to validate.
+        if not self.lab_is_up():
+            return
         self.revalidate()
 
     def on_model_pane_preset_chosen(self, event: ModelPane.PresetChosen) -> None:
@@ -538,7 +544,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.post_message(ModelTableReady(cached_model_table()))
 
     def on_model_table_ready(self, message: ModelTableReady) -> None:
-        if not self.screen_stack:
+        if not self.lab_is_up():
             return  # the app is closing
         for pane in self.screen_main.query(ModelPane):  # none once the panes are gone
             pane.set_model_rows(message.rows)

@@ -12,9 +12,10 @@ Faults: a worker process that dies (killed, out of memory, its node lost) makes 
 the task again, up to `max_retries` times (`ray.remote(max_retries=...)`: retries on
 system failures only, not on exceptions of our own code); after that the trial is stored
 as `failed` with the reason and the study goes on. Stopping sets a flag in the channel
-that every worker polls twice a second: tasks not started yet return without training,
-trials in flight stop at their next step and come back `cancelled`; queued tasks are also
-cancelled with `ray.cancel`.
+that every worker polls twice a second: tasks not started yet return without training
+when they start, trials in flight stop at their next step and come back `cancelled`. The
+workers read the channel without `ray.get`, which would give their CPUs back to the
+scheduler while they wait (`_ask`).
 
 Ray is an optional extra: `pip install -e '.[ray]'`. Without an address a local Ray
 instance is started (or the one this process already has is used); with one
@@ -137,13 +138,24 @@ def _channel_class(ray):
     return Channel
 
 
+def _ask(ref: Any, timeout: float | None = None) -> Any:
+    """The value of an actor call made from inside a task, without `ray.get`: a task blocked
+    in `ray.get` gives its CPUs back to the scheduler until it returns ("Yielding Resources
+    While Blocked", docs.ray.io, ray-core/tasks/nested-tasks), so the stop watcher's poll
+    every STOP_POLL_S let further trials start beside a running one, beyond
+    `--cpus-per-trial` (two trials at once on 2 CPUs with `cpus_per_trial=2`, seen in
+    tests/test_study_ray.py). Waiting on the ref's future keeps them held."""
+    return ref.future().result(timeout=timeout)
+
+
 def remote_trial(trial: Trial, evaluations: tuple[str, ...], device: str | None,
                  channel: Any, threads: int) -> dict[str, Any]:
     """A Ray task's body (on a worker): train the trial into a temporary store there and
     return its runs as bundles: {"status", "reason", "run_id", "bundles"}."""
+    if _ask(channel.stopped.remote()):  # stopped while this task was queued: return at once
+        return {"status": "not started", "reason": "", "run_id": None, "bundles": []}
     import tempfile
 
-    import ray
     import torch
 
     from cnnprobe.store import RunStore
@@ -156,7 +168,7 @@ def remote_trial(trial: Trial, evaluations: tuple[str, ...], device: str | None,
     def watch() -> None:
         while not done.is_set():
             try:
-                if ray.get(channel.stopped.remote(), timeout=10):
+                if _ask(channel.stopped.remote(), timeout=10):
                     stop.set()
                     return
             except Exception:  # noqa: BLE001 - the driver is gone: stop too
@@ -167,8 +179,6 @@ def remote_trial(trial: Trial, evaluations: tuple[str, ...], device: str | None,
     watcher = threading.Thread(target=watch, daemon=True, name="cnnprobe-stop-watch")
     watcher.start()
     try:
-        if ray.get(channel.stopped.remote()):
-            return {"status": "not started", "reason": "", "run_id": None, "bundles": []}
         channel.put.remote(("started", trial.key, os.getpid(), socket.gethostname()))
         last = [0.0]
 
@@ -238,10 +248,11 @@ def run_on_ray(store, plan, todo: list[Trial], progress, on_trial, on_step, *, c
             if cancel is not None and cancel.is_set() and not stopping:
                 stopping = True
                 progress.cancelled = True
+                # Queued trials see the flag when they start and return at once. No
+                # ray.cancel: a task the driver has not heard start from may be running,
+                # and cancelling a running task raises KeyboardInterrupt in it wherever it
+                # is, which Ray itself does not always survive (ray-project/ray#63663).
                 ray.get(channel.stop.remote())
-                for ref, trial in refs.items():
-                    if trial.key not in started:
-                        ray.cancel(ref)  # queued: never starts
             done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
             drain()
             for ref in done:
