@@ -168,6 +168,12 @@ def run_half(report: Report, half: str, device: torch.device, plan: Plan, *,
         run("compile", f"{model} train() compiled", lambda m=model, s=size, b=batch, mode=mode:
             checks.compiled_train(half, device, m, s, b, mode, steps=plan.compile_steps,
                                   backend=plan.compile_backend))
+    # The compiled step syncs no more than the eager one: the first model only (seednet,
+    # quick to compile), as compiling resnet18 once more would cost a minute of the budget.
+    for model, size, batch, mode in plan.compiled_train[:1]:
+        run("compile", f"{model} compiled syncs", lambda m=model, s=size, b=batch, mode=mode:
+            syncs.loop_syncs(half, device, m, "distance", s, b, log_every=plan.sync_log_every,
+                             sensor=sensor, compile=mode, backend=plan.compile_backend))
     for model, size, batch, cl in plan.grid:
         run("grid", f"{model} {size} px", lambda m=model, s=size, b=batch, cl=cl:
             measures.training_rate(half, device, m, s, b, steps=plan.grid_steps,

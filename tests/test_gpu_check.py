@@ -76,7 +76,9 @@ def test_the_gpu_half_runs_on_the_cpu_at_tiny_sizes(tmp_path):
     assert not report.failed, "\n".join(lines)
     names = [r.name for r in report.results]
     assert any("generator cpu vs cpu: same seed, same distribution" in n for n in names)
-    assert sum("compile=" in n for n in names) == 5  # 2 checks, 2 measures, train()
+    # 2 checks, 2 measures, train(), and the compiled train()'s host syncs
+    assert sum("compile=" in n for n in names) == 6
+    assert any("(compile=default, aot_eager): host syncs" in n for n in names)
     assert json.loads((tmp_path / "r.json").read_text())["checks"]["failed"] == 0
 
 
@@ -94,6 +96,24 @@ def test_parts_past_the_budget_are_recorded_as_skipped(tmp_path):
     assert report.results and all(r.verdict == "skipped" for r in report.results)
     assert "over --budget-s" in report.results[0].detail and not report.failed
     assert gpu_check.parse([]).budget_s == 300
+
+
+def test_a_trial_time_counts_the_held_out_evaluation_once():
+    """A quadrant split's trial validates every eval_every steps on its training region and
+    once more, at the end, on the held-out quadrant: the estimate takes the first from the
+    short run's last validation alone (last loss read -> EvaluationEvent) and adds the
+    second once (EvaluationEvent -> Finished), instead of timing both as one validation."""
+    from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+
+    cfg = RunConfig(TaskConfig(name="distance", height=16, width=16, split="quadrant"),
+                    ModelConfig(name="seednet"),
+                    TrainConfig(batch_size=8, steps=100, eval_every=25, val_size=16,
+                                device="cpu"))
+    ticks = iter([10.0, 10.5, 12.0])  # the last loss read, its validation, the end
+    data = measures.trial_seconds(cfg, CPU, steps=4, log_every=2, clock=lambda: next(ticks))
+    assert (data["eval_s"], data["final_s"], data["evaluations"]) == (0.5, 1.5, 4)
+    assert data["trial_s"] == pytest.approx(data["setup_s"] + 100 * data["step_s"]
+                                            + 4 * 0.5 + 1.5)
 
 
 def test_relative_difference_fails_a_perturbed_or_broken_run():

@@ -9,12 +9,15 @@ import math
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.events import EvaluationEvent, Finished, StepEvent
 from cnnprobe.studies.builtin import builtin_plan
 from cnnprobe.train import train
 
@@ -87,23 +90,38 @@ def tui_overhead(half: str, device: torch.device, *, repeats: int = 1, steps: in
                    detail=f"key latency median {data['key_latency_ms_median'] or 0:.0f} ms")]
 
 
-def trial_seconds(cfg: RunConfig, device: torch.device, *, steps: int, log_every: int
-                  ) -> dict[str, float]:
+def trial_seconds(cfg: RunConfig, device: torch.device, *, steps: int, log_every: int,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """What one trial of `cfg` takes on `device`, from a short run of it: its training steps
-    at the measured rate, plus its validations (each timed as the short run's final one)."""
+    at the measured rate, its periodic validations (each timed as the short run's one, from
+    its last loss read to its EvaluationEvent), and what the end adds after the last one
+    (a quadrant split's held-out evaluation, once per trial, from the EvaluationEvent to
+    Finished). Both ends of each span follow a host read, so on a GPU they are not cut
+    short by queued work."""
     full = cfg.train
     probe = replace(cfg, train=replace(full, steps=steps, eval_every=steps,
                                        log_every=log_every, device=str(device)))
-    result = train(probe)
+    at: dict[str, float] = {}
+
+    def note(event: object) -> None:
+        if isinstance(event, StepEvent) and event.step == steps:
+            at["read"] = clock()
+        elif isinstance(event, EvaluationEvent) and event.step == steps:
+            at["eval"] = clock()
+        elif isinstance(event, Finished):
+            at["done"] = clock()
+
+    result = train(probe, [note])
     if result.status != "finished":
         raise RuntimeError(f"{cfg.model.name}: {result.status}: {result.reason}")
     _, step_s = loop_rate(result.train_history, full.batch_size)
-    last = result.train_history[-1]["elapsed_s"]
-    eval_s = max(result.wall_time_s - last, 0.0)
+    eval_s = at["eval"] - at["read"]
+    final_s = at["done"] - at["eval"]
     setup_s = max(result.train_history[0]["elapsed_s"] - log_every * step_s, 0.0)
     n_evals = math.ceil(full.total_steps / full.eval_interval)
-    return {"step_s": step_s, "eval_s": eval_s, "setup_s": setup_s, "evaluations": n_evals,
-            "trial_s": setup_s + full.total_steps * step_s + n_evals * eval_s}
+    return {"step_s": step_s, "eval_s": eval_s, "final_s": final_s, "setup_s": setup_s,
+            "evaluations": n_evals,
+            "trial_s": setup_s + full.total_steps * step_s + n_evals * eval_s + final_s}
 
 
 def study_times(half: str, device: torch.device, scale: str, studies: list[str], *,

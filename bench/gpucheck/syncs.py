@@ -31,6 +31,7 @@ from cnnprobe.step import TrainStep
 from cnnprobe.tasks import make_generator, make_task
 from cnnprobe.train import LOSSES, make_optimizer, train
 
+from .checks import compile_backend
 from .results import Result
 from .training import initial_model, run_config
 
@@ -128,25 +129,31 @@ def judge(marks: list[tuple[str, int, int]], per_read: int) -> tuple[bool, dict[
 
 
 def loop_syncs(half: str, device: torch.device, model: str, task: str, size: int, batch: int,
-               *, log_every: int = 10, reads: int = 4, sensor: Sensor | None = None) -> Result:
+               *, log_every: int = 10, reads: int = 4, sensor: Sensor | None = None,
+               compile: str = "off", backend: str = "inductor") -> Result:
     """train() with the sensor on: each stretch of `log_every` steps between two loss reads
-    syncs only for that read."""
+    syncs only for that read. With `compile` (train.compile) the compiled step is held to
+    the same: its compilation and, under reduce-overhead, its CUDA-graph recording fall in
+    the warm-up (the first stretch, not judged); a guard or a graph replay that waited for
+    the GPU would show in every stretch after."""
     sensor = sensor or sensor_for(device)
     per_read = read_cost(sensor, device)
     steps = log_every * reads
     cfg = RunConfig(TaskConfig(name=task, height=size, width=size), ModelConfig(name=model),
                     TrainConfig(batch_size=batch, steps=steps, eval_every=steps, val_size=128,
                                 bn_samples=64, log_every=log_every, lr=1e-4,
-                                device=str(device)))
+                                device=str(device), compile=compile))
     marks = Marks()
-    with sensor() as caught:
+    with sensor() as caught, compile_backend(backend):
         marks.caught = caught
         result = train(cfg, callbacks=[marks])
     ok, info = judge(marks.marks, per_read)
     worst = max(info["steady"], default=None)
     if result.status != "finished":
         ok = False
-    return Result(half, "check", f"{model}/{task}: host syncs between loss reads",
+    compiled = "" if compile == "off" else f" (compile={compile}" + (
+        f", {backend})" if backend != "inductor" else ")")
+    return Result(half, "check", f"{model}/{task}{compiled}: host syncs between loss reads",
                   ok, None if worst is None else float(worst), "syncs", float(per_read),
                   f"{size} px, batch {batch}, log_every {log_every}: steady "
                   f"{info['steady']}, warm-up {info['warmup']}, evaluation "
