@@ -123,3 +123,32 @@ def test_merge_moves_events_into_the_view_and_says_what_to_log():
         "run abcdef01 recorded in the store", "step 1: val MAE 0.25, R² 0.900 best"]
     again = Scheduler.merge(j)
     assert not again.changed and again.log == [] and again.run_id is None
+
+
+def test_training_steps_redraw_the_loss_plot_only_and_an_evaluation_the_others():
+    """A plot-tab key during training rebuilds a plot only if what it shows changed: the
+    loss at every merge of steps; predictions, errors and the compared curves at a
+    validation; the sweeps when a sweep moves."""
+    from tui.widgets.plots import ComparePlot, ErrorsPlot, LossPlot, PredictionsPlot, SweepPlot
+
+    j = job()
+    plots = {cls: cls() for cls in (LossPlot, PredictionsPlot, ErrorsPlot, SweepPlot)}
+    compare = ComparePlot()
+
+    def redrawn() -> set[str]:
+        out = {cls.__name__ for cls, plot in plots.items() if plot.show(j.view)}
+        return out | ({"ComparePlot"} if compare.show_many([j.view]) else set())
+
+    assert redrawn() == {"LossPlot", "PredictionsPlot", "ErrorsPlot", "SweepPlot",
+                         "ComparePlot"}  # the first show draws all
+    j.events(StepEvent(1, 10, 0.5, 100.0, 16, 0.1))
+    Scheduler.merge(j)
+    assert redrawn() == {"LossPlot"}
+    ev = Evaluation(np.array([1.0, 2.0]), np.array([1.5, 2.0]), {"mae": 0.25, "r2": 0.9})
+    j.events(StepEvent(2, 10, 0.4, 100.0, 32, 0.2))
+    j.events(EvaluationEvent(2, ev.metrics, True, None, ev))
+    Scheduler.merge(j)
+    assert redrawn() == {"LossPlot", "PredictionsPlot", "ErrorsPlot", "ComparePlot"}
+    j.view.swept += 1  # as a sweep's rows arrive (lab.apply_sweep_rows)
+    j.view.touch()
+    assert redrawn() == {"LossPlot", "SweepPlot", "ComparePlot"}

@@ -404,6 +404,14 @@ async def test_a_plot_tab_key_shows_its_plot_and_repaints_the_strip_only(store_d
             under, _ = app.screen.get_widget_at(x, y)
             assert under is app.query_one(kind) or app.query_one(kind) in under.ancestors
             assert not full, f"the key to {tab} repainted the whole screen"
+        app.status.update("keys in a row")
+        await pilot.pause()
+        full.clear()
+        await pilot.press("right_square_bracket", "left_square_bracket", "right_square_bracket")
+        await pilot.pause()
+        assert app.plots.active == "predictions" and not full
+        text = "".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "predictions" in text  # the strip shows the plot it scrolled to
 
 
 async def test_every_action_has_a_key_in_help_and_an_entry_in_the_palette(store_dir):

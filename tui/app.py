@@ -214,6 +214,9 @@ class CnnprobeApp(LabActions, App[None]):
         return self._pane(RunStatus)
 
     def on_mount(self) -> None:
+        from tui.partial_scroll import keep_scrolls_partial
+
+        keep_scrolls_partial(self.screen_main)  # a log line's scroll repaints the log only
         self.show_pane("task")  # the tabs' state; the classes are already right
         self.open_store()
         self._model_table()

@@ -202,6 +202,7 @@ class LabActions:
         if result.evaluation is not None:
             view.predictions = result.evaluation.predictions
             view.labels = result.evaluation.labels
+        view.evaluated += 1  # the final metrics and how they were measured, too
         view.touch()
         self.views[message.run_id] = view
         done = f"{job.title} ({message.run_id[:8]})"
@@ -359,6 +360,7 @@ class LabActions:
 
         job.done.extend(rows)
         view.sweeps[job.kind] = pd.DataFrame(job.done)
+        view.swept += 1
         view.touch()
         return True
 
@@ -383,6 +385,7 @@ class LabActions:
                 view.sweeps[job.kind] = table
             elif sweep.cancelled:  # the stored sweep (if any) is what stands
                 self._load_run(job.run_id)
+            view.swept += 1
             view.touch()
         if self.viewed_id == job.run_id:
             if view is None:

@@ -31,6 +31,10 @@ class RunView:
     measured: dict[str, Any] = field(default_factory=dict)  # how `metrics` were made
     name: str = ""  # the run's name in the store ("" for a run not stored yet)
     version: int = 0  # bumped on every change, so plots redraw only what changed
+    # Bumped when the predictions (and how they were measured) or the sweeps change: the
+    # plots that show only those redraw on these, not on every training step.
+    evaluated: int = 0
+    swept: int = 0
 
     @property
     def label(self) -> str:

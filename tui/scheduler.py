@@ -146,6 +146,7 @@ class Scheduler:
                 if ev.evaluation is not None:  # Predictions and Errors follow the run
                     job.view.predictions = ev.evaluation.predictions
                     job.view.labels = ev.evaluation.labels
+                    job.view.evaluated += 1
                 best = " best" if ev.is_best else ""
                 r2 = ev.metrics.get("r2", float("nan"))
                 out.log.append((f"step {ev.step}: val MAE {ev.metrics['mae']:.4g}, "

@@ -50,14 +50,16 @@ class LazyPlot(PlotextPlot):
 
     FAILED = "this plot could not be drawn"
 
-    # CPU seconds of this process's UI thread that the last figure took to build and
-    # render: the lab redraws live plots less often when they cost more (lab.plot_interval).
+    # CPU seconds of this process's UI thread that the last new figure took, from building
+    # it to Textual's lines on screen: the lab redraws live plots less often when they cost
+    # more (lab.plot_interval).
     last_cost_s = 0.0
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._built_for: tuple | None = None
         self._rendered: tuple[tuple, Text] | None = None
+        self._new_since: float | None = None  # thread time at which a new figure began
 
     def data_key(self) -> object:
         """What the figure shows; a new key rebuilds it."""
@@ -84,12 +86,22 @@ class LazyPlot(PlotextPlot):
             key = (self._built_for, self.app.theme)
             if self._rendered is None or self._rendered[0] != key:
                 self._rendered = (key, super().render())
-                LazyPlot.last_cost_s = time.thread_time() - start
+                self._new_since = start
             return self._rendered[1]
         except Exception as exc:  # noqa: BLE001 - a plot that can't draw must not end the app
             self._built_for = None
             self._rendered = None
             return Text(f"{self.FAILED}: {type(exc).__name__}: {exc}", style="red")
+
+
+    def render_lines(self, crop):
+        # A new figure is built and rendered (render) inside this call, and then turned
+        # into Textual's lines, which costs about half as much again: the cost is the sum.
+        lines = super().render_lines(crop)
+        if self._new_since is not None:
+            LazyPlot.last_cost_s = time.thread_time() - self._new_since
+            self._new_since = None
+        return lines
 
 
 class RunPlot(LazyPlot):
@@ -204,7 +216,15 @@ class LossPlot(RunPlot):
             plt.title(f"{view.label} loss{scale}{smooth}")
 
 
-class PredictionsPlot(RunPlot):
+class EvaluationPlot(RunPlot):
+    """A plot of the run's last predictions: redrawn when they change, not at every step
+    of a training run (a plot-tab key would otherwise rebuild it every time)."""
+
+    def key_of(self, view: RunView | None) -> tuple:
+        return (id(view), view.run_id, view.evaluated) if view else (None,)
+
+
+class PredictionsPlot(EvaluationPlot):
     """Histogram of the predictions over the histogram of the labels."""
 
     def draw(self, view: RunView) -> None:
@@ -257,7 +277,7 @@ class PredictionsView(Horizontal):
         return redrew
 
 
-class ErrorsPlot(RunPlot):
+class ErrorsPlot(EvaluationPlot):
     """Absolute error against label, the notebook's scatter, with the binned mean."""
 
     def draw(self, view: RunView) -> None:
@@ -283,6 +303,9 @@ class ErrorsPlot(RunPlot):
 
 class SweepPlot(RunPlot):
     """MAE against resolution (training resolution marked) and against distractor count."""
+
+    def key_of(self, view: RunView | None) -> tuple:
+        return (id(view), view.run_id, view.swept) if view else (None,)
 
     def draw(self, view: RunView) -> None:
         self._series = 0
@@ -361,7 +384,10 @@ class ComparePlot(RunPlot):
         return self.show(views[0] if views else None, force=force)
 
     def key_of(self, view: RunView | None) -> tuple:
-        return tuple((id(v), v.version) for v in self.views) + (id(self.baseline),)
+        # What the curves, the legend and the table under it show of each run: a run in
+        # training changes it at each validation, not at each step.
+        return tuple((id(v), v.run_id, v.name, v.status, len(v.val_history), v.evaluated,
+                      v.swept) for v in self.views) + (id(self.baseline),)
 
     @property
     def relative(self) -> bool:
