@@ -414,6 +414,24 @@ async def test_a_plot_tab_key_shows_its_plot_and_repaints_the_strip_only(store_d
         assert "predictions" in text  # the strip shows the plot it scrolled to
 
 
+async def test_a_title_too_long_for_its_plot_is_cut_not_left_out(store_dir):
+    """plotext leaves out a title longer than the plot: the Predictions title (run label,
+    what it shows, n) was missing beside the describe() table at 140 columns."""
+    from tui.widgets.plots import PredictionsPlot
+
+    run_id = stored_run(store_dir)
+    app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
+    async with app.run_test(size=(140, 42)) as pilot:
+        await settle(app, pilot)
+        await wait_for(pilot, lambda: app.plots.view is not None
+                       and app.plots.view.run_id == run_id)
+        app.plots.set_tab("predictions")
+        await wait_for(pilot, lambda: app.query_one(PredictionsPlot).has_data())
+        await pilot.pause()
+        text = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert f"{run_id[:8]} distance/seednet" in text and "…" in text
+
+
 async def test_every_action_has_a_key_in_help_and_an_entry_in_the_palette(store_dir):
     app = CnnprobeApp(store_dir, watch_store=False)
     async with app.run_test(size=WIDE) as pilot:

@@ -69,6 +69,13 @@ class LazyPlot(PlotextPlot):
         """Draw into the cleared `self.plt`."""
         raise NotImplementedError
 
+    def title(self, text: str) -> None:
+        """The figure's title, cut to fit: plotext leaves out a title longer than the
+        plot's own width, the widget's less the y axis's labels (a run's label made the
+        Predictions title too long at 140 columns)."""
+        width = max(8, (self.size.width or 80) - 10)
+        self.plt.title(text if len(text) <= width else text[:width - 1] + "…")
+
     def build(self) -> None:
         wanted = (self.data_key(), self.size.width, self.size.height)
         if wanted == self._built_for:
@@ -136,7 +143,7 @@ class RunPlot(LazyPlot):
     def draw_figure(self) -> None:
         self._series = 0
         if self.view is None:
-            self.plt.title(self.EMPTY)
+            self.title(self.EMPTY)
         else:
             self.draw(self.view)
 
@@ -211,9 +218,9 @@ class LossPlot(RunPlot):
         smooth = f", smoothing {self.smoothing:g}" if self.smoothing else ""
         scale = ", log" if self.log_scale else ""
         if not self._series:
-            plt.title(f"{view.label}: waiting for the first step")
+            self.title(f"{view.label}: waiting for the first step")
         else:
-            plt.title(f"{view.label} loss{scale}{smooth}")
+            self.title(f"{view.label} loss{scale}{smooth}")
 
 
 class EvaluationPlot(RunPlot):
@@ -232,7 +239,7 @@ class PredictionsPlot(EvaluationPlot):
 
         self._series = 0
         if view.predictions is None or view.labels is None:
-            self.plt.title(f"{view.label}: predictions appear when the run ends")
+            self.title(f"{view.label}: predictions appear when the run ends")
             return
         preds = np.asarray(view.predictions, dtype=np.float64)
         labels = np.asarray(view.labels, dtype=np.float64)
@@ -245,7 +252,7 @@ class PredictionsPlot(EvaluationPlot):
         self.plt.plot(centers, label_counts, label="labels", marker="braille")
         ticks = np.linspace(edges[0], edges[-1], 6)
         self.plt.xticks(ticks.tolist(), [f"{t:.3g}" for t in ticks])
-        self.plt.title(f"{view.label}: predictions over the labels (n={len(labels)})")
+        self.title(f"{view.label}: predictions over the labels (n={len(labels)})")
         self._series = 2
 
 
@@ -285,7 +292,7 @@ class ErrorsPlot(EvaluationPlot):
 
         self._series = 0
         if view.predictions is None or view.labels is None:
-            self.plt.title(f"{view.label}: errors appear when the run ends")
+            self.title(f"{view.label}: errors appear when the run ends")
             return
         labels = np.asarray(view.labels, dtype=np.float64)
         errors = np.abs(np.asarray(view.predictions, dtype=np.float64) - labels)
@@ -297,7 +304,7 @@ class ErrorsPlot(EvaluationPlot):
         binned = error_by_label(labels, errors, bins=20).dropna(subset=["mae"])
         self.plt.plot(binned.label_mid.tolist(), binned.mae.tolist(), label="binned MAE")
         self.plt.xlabel("label")
-        self.plt.title(f"{view.label}: absolute error against label")
+        self.title(f"{view.label}: absolute error against label")
         self._series = 2
 
 
@@ -312,7 +319,7 @@ class SweepPlot(RunPlot):
         sweeps = [(kind, view.sweeps[kind]) for kind in ("resolution", "distractors")
                   if view.sweeps.get(kind) is not None and len(view.sweeps[kind])]
         if not sweeps:
-            self.plt.title(f"{view.label}: no sweeps yet; s: resolution sweep, "
+            self.title(f"{view.label}: no sweeps yet; s: resolution sweep, "
                            "d: distractor sweep")
             return
         panels = two_panels(self.plt, self.size.width) if len(sweeps) == 2 else (self.plt,)
