@@ -127,9 +127,9 @@ def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
 
 
 def test_a_ray_trial_holds_its_cpus_while_it_trains(tmp_path, ray_instance):
-    """With --cpus-per-trial 2 on 2 CPUs the trials run one after the other. A worker that
-    waited on the stop flag with ray.get gave its CPUs back while it waited (twice a
-    second), and Ray started the next trial beside it."""
+    """With --cpus-per-trial 2 on 2 CPUs the trials run one after the other. A task that
+    read the stop flag with ray.get gave its CPUs back while it waited, and Ray started the
+    next trial beside it (it did here, every run, before the reads went through futures)."""
     plan = long_plan("serial", steps=600)
     with RunStore(tmp_path) as store:
         progress = run_study(store, plan, backend="ray", cpus_per_trial=2)

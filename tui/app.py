@@ -214,9 +214,6 @@ class CnnprobeApp(LabActions, App[None]):
         return self._pane(RunStatus)
 
     def on_mount(self) -> None:
-        from tui.partial_scroll import keep_scrolls_partial
-
-        keep_scrolls_partial(self.screen_main)  # a log line's scroll repaints the log only
         self.show_pane("task")  # the tabs' state; the classes are already right
         self.open_store()
         self._model_table()
@@ -235,6 +232,8 @@ class CnnprobeApp(LabActions, App[None]):
             if not panes:  # closing
                 return
             await panes.first().fill()
+        if not self.lab_is_up():  # closed while the fields mounted
+            return
         self.forms_filled = True
         self.revalidate()
         if self._focus_after_forms:

@@ -12,10 +12,10 @@ Faults: a worker process that dies (killed, out of memory, its node lost) makes 
 the task again, up to `max_retries` times (`ray.remote(max_retries=...)`: retries on
 system failures only, not on exceptions of our own code); after that the trial is stored
 as `failed` with the reason and the study goes on. Stopping sets a flag in the channel
-that every worker polls twice a second: tasks not started yet return without training
-when they start, trials in flight stop at their next step and come back `cancelled`. The
-workers read the channel without `ray.get`, which would give their CPUs back to the
-scheduler while they wait (`_ask`).
+that every worker polls twice a second: trials in flight stop at their next step and come
+back `cancelled`; queued tasks are cancelled with `ray.cancel`, and one that starts anyway
+sees the flag and returns without training. The workers read the channel without
+`ray.get`, which gives a task's CPUs back to the scheduler while it waits (`_ask`).
 
 Ray is an optional extra: `pip install -e '.[ray]'`. Without an address a local Ray
 instance is started (or the one this process already has is used); with one
@@ -141,10 +141,10 @@ def _channel_class(ray):
 def _ask(ref: Any, timeout: float | None = None) -> Any:
     """The value of an actor call made from inside a task, without `ray.get`: a task blocked
     in `ray.get` gives its CPUs back to the scheduler until it returns ("Yielding Resources
-    While Blocked", docs.ray.io, ray-core/tasks/nested-tasks), so the stop watcher's poll
-    every STOP_POLL_S let further trials start beside a running one, beyond
-    `--cpus-per-trial` (two trials at once on 2 CPUs with `cpus_per_trial=2`, seen in
-    tests/test_study_ray.py). Waiting on the ref's future keeps them held."""
+    While Blocked", docs.ray.io, ray-core/tasks/nested-tasks), and Ray started the next
+    trial in that moment, beside the running one, beyond `--cpus-per-trial` (two trials at
+    once on 2 CPUs with `cpus_per_trial=2`, seen in tests/test_study_ray.py). Waiting on
+    the ref's future (GetAsync) keeps them held."""
     return ref.future().result(timeout=timeout)
 
 
@@ -248,11 +248,13 @@ def run_on_ray(store, plan, todo: list[Trial], progress, on_trial, on_step, *, c
             if cancel is not None and cancel.is_set() and not stopping:
                 stopping = True
                 progress.cancelled = True
-                # Queued trials see the flag when they start and return at once. No
-                # ray.cancel: a task the driver has not heard start from may be running,
-                # and cancelling a running task raises KeyboardInterrupt in it wherever it
-                # is, which Ray itself does not always survive (ray-project/ray#63663).
                 ray.get(channel.stop.remote())
+                # Queued: never starts (on a cluster it may wait for nodes that never come).
+                # One the driver has not heard start from may have just started: it gets a
+                # KeyboardInterrupt, and its trial stays missing like a queued one.
+                for ref, trial in refs.items():
+                    if trial.key not in started:
+                        ray.cancel(ref)
             done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
             drain()
             for ref in done:

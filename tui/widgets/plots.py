@@ -104,6 +104,7 @@ class LazyPlot(PlotextPlot):
     def render_lines(self, crop):
         # A new figure is built and rendered (render) inside this call, and then turned
         # into Textual's lines, which costs about half as much again: the cost is the sum.
+        self._new_since = None  # a figure rendered outside this call is not timed here
         lines = super().render_lines(crop)
         if self._new_since is not None:
             LazyPlot.last_cost_s = time.thread_time() - self._new_since

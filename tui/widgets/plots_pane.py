@@ -46,11 +46,19 @@ class PlotStrip(Horizontal):
         if not self.is_attached:  # removed meanwhile (the app closing)
             return
         index = [t for t, _ in TABS].index(tab)
-        # force: the strip's overflow is hidden, so that no wheel or drag scrolls it. The
-        # scroll repaints the strip only, also right after a layout pass
-        # (tui/partial_scroll.py).
+        # force: the strip's overflow is hidden, so that no wheel or drag scrolls it
         self.scroll_to(x=index * self.scrollable_content_region.width, animate=False,
                        immediate=True, force=True)
+        # Textual's scroll path compares the visible widgets with those of the last scroll;
+        # after a layout pass (a status line's update makes one) it has none to compare
+        # with, takes every widget as moved and repaints the whole screen (~240 ms here,
+        # bench/bench_tui.py). Then a layout pass goes with the scroll: it compares with
+        # the last layout and repaints the strip only. (Textual 8: Compositor._visible_map.
+        # Handing the scroll path the last layout's map instead, which saves the pass, left
+        # a closed notification on screen: tried and dropped.)
+        compositor = getattr(self.screen, "_compositor", None)
+        if getattr(compositor, "_visible_map", True) is None:
+            self.refresh(layout=True)
 
 
 class PlotsPane(Vertical):
