@@ -100,10 +100,10 @@ class LazyPlot(PlotextPlot):
             self._rendered = None
             return Text(f"{self.FAILED}: {type(exc).__name__}: {exc}", style="red")
 
-
     def render_lines(self, crop):
         # A new figure is built and rendered (render) inside this call, and then turned
-        # into Textual's lines, which costs about half as much again: the cost is the sum.
+        # into Textual's lines, which cost about as much again (cProfile, bench_tui's
+        # keyed run): the cost is the sum.
         self._new_since = None  # a figure rendered outside this call is not timed here
         lines = super().render_lines(crop)
         if self._new_since is not None:
@@ -321,7 +321,7 @@ class SweepPlot(RunPlot):
                   if view.sweeps.get(kind) is not None and len(view.sweeps[kind])]
         if not sweeps:
             self.title(f"{view.label}: no sweeps yet; s: resolution sweep, "
-                           "d: distractor sweep")
+                       "d: distractor sweep")
             return
         panels = two_panels(self.plt, self.size.width) if len(sweeps) == 2 else (self.plt,)
         for panel, (kind, table) in zip(panels, sweeps, strict=True):
