@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         report.info["threads_cuda_half"] = torch.get_num_threads()
         # Events recorded without a stream go to the current device's stream: make it the
         # one measured (cuda:N). https://pytorch.org/docs/stable/generated/torch.cuda.set_device.html
+        if cuda.index is None:
+            cuda = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(cuda)
         run_half(report, "cuda", cuda, gpu_plan(args), reference=torch.device("cpu"),
                  deadline=deadline)

@@ -511,15 +511,28 @@ def test_the_batches_of_a_seed_are_pinned():
     assert _batches_digest() == BATCHES_SHA256
 
 
-def test_drawing_a_batch_builds_no_tensor_from_host_values(monkeypatch):
-    """On CUDA, torch.as_tensor / torch.tensor of a Python value is a blocking copy to the
-    device: a host sync in every training step. The generators never make one."""
-    def refuse(*args, **kw):
-        raise AssertionError("a tensor built from host values while drawing a batch")
+def test_drawing_a_batch_builds_no_tensor_from_host_values():
+    """On CUDA, a tensor made from a Python value is a blocking copy to the device: a host
+    sync in every training step. That covers torch.as_tensor / torch.tensor of a number and
+    `t[idx] = 1.0` (index_put_ of a host scalar: the distance task's two syncs per batch that
+    gpu_check found on an H200). All of them pass through aten.lift_fresh, which a dispatch
+    mode sees on the CPU too; the generators never call it."""
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    tasks = [make_task(TaskConfig(name=n, height=32, width=40, distractors=2))
-             for n in ("distance", "area", "locate", "count")]
-    monkeypatch.setattr(torch, "as_tensor", refuse)
-    monkeypatch.setattr(torch, "tensor", refuse)
+    class Refuse(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.lift_fresh.default:
+                raise AssertionError("a tensor built from host values while drawing a batch")
+            return func(*args, **(kwargs or {}))
+
+    with Refuse():  # the sensor itself can fail
+        with pytest.raises(AssertionError, match="host values"):
+            torch.zeros(4)[torch.arange(2)] = 1.0
+    tasks = [make_task(TaskConfig(name=n, height=32, width=40, distractors=2, **kw))
+             for n in ("distance", "area", "locate", "count")
+             for kw in ({}, {"coord_channels": False})]
+    tasks.append(make_task(TaskConfig(name="distance", height=32, width=40,
+                                      allow_coincident=True)))
     for task in tasks:
-        task.sample(16, make_generator(0, "cpu", "train"))
+        with Refuse():
+            task.sample(16, make_generator(0, "cpu", "train"))

@@ -73,9 +73,14 @@ class DistanceTask(ProbeTask):
             boxes, valid = place_boxes(sizes, active, region, g, gap=0)
         signal = images[:, 0]
         add_distractors(signal, distractors, boxes, valid, region, 1, 1, g)
-        rows = torch.arange(batch, device=g.device)
-        signal[rows, boxes[:, 0, 1], boxes[:, 0, 0]] = 1.0
-        signal[rows, boxes[:, 1, 1], boxes[:, 1, 0]] = -1.0
+        # scatter_ with a Python value passes it to the kernel; `signal[rows, y, x] = 1.0`
+        # would copy a host scalar to the device, a sync in every batch on CUDA
+        # (gpu_check's sync check caught two per step). B is written after A, so B's -1
+        # wins where the points coincide, as in the notebook.
+        flat = signal.view(batch, -1)
+        for point, value in ((0, 1.0), (1, -1.0)):
+            at = boxes[:, point, 1] * cfg.width + boxes[:, point, 0]
+            flat.scatter_(1, at[:, None], value)
         d = (boxes[:, 0, :2] - boxes[:, 1, :2]).float()
         target = torch.hypot(d[:, 0], d[:, 1])
         if cfg.units == "normalized":
