@@ -17,9 +17,16 @@ import torch
 from torch import nn
 
 
+# Asked once, outside any traced code: torch 2.11's dynamo cannot trace
+# `torch._C._is_autocast_available` and broke the compiled graph at every fp32 region (seen on
+# an H200, bench/gpu_check.py: recompile_limit hit in seednet and the head). A set lookup traces.
+_AUTOCAST_TYPES = frozenset(t for t in ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "xla")
+                            if torch.amp.is_autocast_available(t))
+
+
 def fp32_region(device_type: str) -> contextlib.AbstractContextManager:
     """Context in which autocast is off for `device_type`, so ops run in their inputs' dtype."""
-    if torch.amp.is_autocast_available(device_type):
+    if device_type in _AUTOCAST_TYPES:
         return torch.autocast(device_type=device_type, enabled=False)
     # Device types without autocast (meta, ...) cannot be inside an autocast region anyway.
     return contextlib.nullcontext()
