@@ -30,6 +30,16 @@ def compute_metrics(predictions: np.ndarray, labels: np.ndarray, task: str) -> d
     return metrics
 
 
+def mean_guess_mae(labels: np.ndarray, reference: np.ndarray | None = None) -> float:
+    """The MAE of always answering the mean of `reference` (the labels a model was trained
+    on; by default `labels` themselves): the baseline a MAE on `labels` is read against.
+    For a held-out region the reference is the training distribution's labels, since a
+    model that learned nothing answers their mean there too."""
+    y = np.asarray(labels, dtype=np.float64)
+    ref = y if reference is None else np.asarray(reference, dtype=np.float64)
+    return float(np.mean(np.abs(y - ref.mean())))
+
+
 def error_by_label(labels: np.ndarray, errors: np.ndarray, bins: int = 20) -> pd.DataFrame:
     """Absolute error binned by label: the notebook's loss-vs-label scatter, summarised."""
     import pandas as pd  # here: the TUI imports this module before its first paint

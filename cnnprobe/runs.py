@@ -39,6 +39,7 @@ from cnnprobe.events import Callback
 from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
 from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
+from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.models import build_model, validate_run
 from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
 from cnnprobe.store.checkpoints import DamagedCheckpoint
@@ -229,6 +230,13 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
                      batch_size=min(cfg.train.batch_size, 512), amp=cfg.train.amp,
                      distractors=task.eval_distractor_count, region=region)
     ev.measured = how
+    if region == "heldout":
+        # The held-out labels' own baseline: the training distribution's mean label (the
+        # run's stored validation labels) guessed everywhere, as a model that learned
+        # nothing would; absent when the run has no stored predictions.
+        stored = store.predictions(run_id)
+        if stored is not None and len(stored[1]):
+            ev.metrics["mean_guess_mae"] = mean_guess_mae(ev.labels, stored[1])
     if save:
         store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
                                        "width": task.width,

@@ -14,6 +14,7 @@ from cnnprobe.config import RunConfig
 from cnnprobe.device import device_name, training_device
 from cnnprobe.errors import first_line
 from cnnprobe.evaluate import Evaluation, evaluation_state, predict
+from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.events import (
     Callback,
     Cancelled,
@@ -181,6 +182,10 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
             result.measured = dict(result.evaluation.measured)
             for held in evs:  # the held-out quadrant, at the same statistics
                 result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
+                # Its own baseline: the training distribution's mean label (estimated by the
+                # validation labels) guessed for every held-out sample.
+                result.final_metrics["heldout_mean_guess_mae"] = mean_guess_mae(
+                    held.labels, result.evaluation.labels)
         except Exception as exc:  # noqa: BLE001
             result.status, result.reason = "failed", _reason(exc)
     result.wall_time_s = time.perf_counter() - start

@@ -85,6 +85,15 @@ set = { "model.pool" = "none" }
     (lambda t: t.replace('["resolution"]', '["vibes"]'), "evaluations"),
     (lambda t: t.replace('name = "pool"', 'name = "two words"'), "name"),
     (lambda t: t.replace("[base]", "[base"), "line"),
+    # Two labels, one config (the second sets what the base already has): their trials
+    # would be the same runs, reported twice.
+    (lambda t: t.split("[[axis]]")[0] + '[[variant]]\nlabel = "a"\nset = {}\n'
+     '[[variant]]\nlabel = "b"\nset = { "train.steps" = 3 }\n',
+     "variant='b' is not allowed: a config of its own; it has the same config as variant "
+     "'a' (drop one, or change what it sets)"),
+    (lambda t: t.split("[[axis]]")[0] + '[[variant]]\nlabel = "a"\n'
+     'set = { "model.pool" = "avg" }\n[[variant]]\nlabel = "b"\n'
+     'set = { "model.pool" = "avg" }\n', "the same config as variant 'a'"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_file_and_key(tmp_path, edit, words):
     path = plan_file(tmp_path, edit(GOOD))

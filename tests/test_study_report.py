@@ -87,7 +87,7 @@ def test_show_prints_sweep_tables_and_plots(study, capsys):
     assert main(["--store", str(study), *SHOW]) == 0
     out = capsys.readouterr().out
     for words in ("resolution sweep: mae", "distractors sweep: mae", "re-evaluations",
-                  "verdict:", "resolution_ratio by variant", "±1 SD", "mae by resolution",
+                  "verdict:", "resolution_min_r2 by variant", "±1 SD", "mae by resolution",
                   "mae by distractors"):
         assert words in out, words
     assert main(["--store", str(study), *SHOW, "--no-plots"]) == 0
@@ -139,13 +139,13 @@ def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     # Markdown: question, table, sweeps, verdict, how to reproduce, plots.
     md = paths["md"].read_text()
     for words in ("# Study resolution", report.question,
-                  "| variant | trials | resolution_ratio: mean ± SD",
+                  "| variant | trials | resolution_min_r2: mean ± SD",
                   "## Resolution sweep: mae", "## Distractors sweep: mae", "## Verdict",
                   report.verdicts[""], "cnnprobe study run resolution --scale smoke --seeds 2",
-                  "```text\nresolution_ratio by variant", "mae by resolution",
+                  "```text\nresolution_min_r2 by variant", "mae by resolution",
                   "mae by distractors"):
         assert words in md, words
-    seed = report.variants["seednet"]["resolution_ratio"]
+    seed = report.variants["seednet"]["resolution_min_r2"]
     assert f"| seednet | 2 finished | {seed.mean:.4g} ± {seed.std:.2g} (2) |" in md
     # Never over an existing file unless --force.
     assert main(["--store", str(study), *EXPORT, "--out", f"{out}/"]) == 1

@@ -152,11 +152,12 @@ def test_resolution_trials_are_fine_tuned_at_the_notebooks_ratio(tmp_path):
     # The fine-tunes are not trials.
     assert sum(stored_studies(store)["resolution"].values()) == 2
     # seednet's pixels and coordmlp's normalized units: MAE is compared within units
-    # only, the unitless resolution_ratio (the study's metric) across them.
+    # only, the unitless resolution_min_r2 (the study's metric) across them.
     from cnnprobe.studies.report import study_report
 
     report = study_report(store, plan)
-    assert list(report.verdicts) == [""] and "resolution_ratio" in report.verdicts[""]
+    assert plan.metric == "resolution_min_r2"
+    assert list(report.verdicts) == [""] and "did not learn" in report.verdicts[""]
     plan.metric = "mae"
     assert set(study_report(store, plan).verdicts) == {"distance, pixels units",
                                                        "distance, normalized units"}
@@ -181,3 +182,16 @@ def test_uniform_split_trials_are_scored_on_the_held_out_quadrant(tmp_path):
                          quadrant=uniform.config.task.heldout_quadrant,
                          n=uniform.config.train.val_size, device="cpu", save=False)
     assert held == pytest.approx(again.metrics["mae"])
+    # Each held-out MAE has its own baseline: the training labels' mean (the run's stored
+    # validation labels) guessed for every held-out sample, recomputed here by hand; and
+    # its own R² beside it.
+    for rec in (uniform, quadrant):
+        ev = evaluate_run(store, rec.id, region="heldout",
+                          quadrant=rec.config.task.heldout_quadrant,
+                          n=rec.config.train.val_size, device="cpu", save=False)
+        train_mean = store.predictions(rec.id)[1].astype(float).mean()
+        want = abs(ev.labels.astype(float) - train_mean).mean()
+        got = trial_metrics(store, rec)
+        assert got["heldout_mean_guess_mae"] == pytest.approx(want, rel=1e-6)
+        assert got["heldout_mean_guess_mae"] != pytest.approx(got["mean_guess_mae"])
+        assert "heldout_r2" in got

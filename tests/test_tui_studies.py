@@ -67,7 +67,7 @@ async def test_start_a_smoke_study_watch_it_finish_and_open_a_trial(store_dir):
         first = [str(c) for c in report.get_row_at(0)]
         assert first[0] == "distractors=0" and first[1] == "2 finished" and "(2)" in first[2]
         verdict = str(screen.query_one("#study-verdict", Static).render())
-        assert "has the lowest distractors_max_mae" in verdict
+        assert verdict.startswith("verdict: no variant learned") and "distractors=3" in verdict
         with RunStore(store_dir) as store:
             stored = trial_records(store, "distractors")
         assert len(stored) == 4 and {r.status for r in stored.values()} == {"finished"}

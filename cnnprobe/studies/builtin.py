@@ -56,7 +56,7 @@ def _pooling(scale: str) -> dict[str, Any]:
 
 def _resolution(scale: str) -> dict[str, Any]:
     return {"question": "Is what was learned resilient to new resolutions?",
-            "evaluations": ["resolution", "finetune"], "metric": "resolution_ratio",
+            "evaluations": ["resolution", "finetune"], "metric": "resolution_min_r2",
             "variant": [_variant("seednet", scale, model__name="seednet"),
                         _variant("coordmlp-normalized", scale, model__name="coordmlp",
                                  task__units="normalized"),

@@ -224,7 +224,16 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
     if len(variants) * len(seed_list) > MAX_TRIALS:
         raise ConfigError(f"{where}: axis", f"{len(variants) * len(seed_list)} trials",
                           f"at most {MAX_TRIALS:,} trials")
-    plan.trials()  # every variant's config is checked before anything runs
+    same: dict[str, str] = {}
+    for trial in plan.trials():  # every variant's config is checked before anything runs
+        if trial.seed != seed_list[0]:
+            continue
+        first = same.setdefault(trial.key, trial.variant)
+        if first != trial.variant:
+            # Their trials would be one and the same runs, reported under both labels.
+            raise ConfigError(f"{where}: variant", trial.variant,
+                              f"a config of its own; it has the same config as variant "
+                              f"{first!r} (drop one, or change what it sets)")
     return plan
 
 

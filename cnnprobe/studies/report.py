@@ -14,14 +14,20 @@ from typing import Any
 from cnnprobe.store import RunStore
 from cnnprobe.studies.plan import StudyPlan
 from cnnprobe.studies.runner import metric_prefix, trial_metrics, trial_records
+from cnnprobe.studies.verdict import (
+    Comparison,
+    Learned,
+    learned_status,
+    metric_range,
+    verdict_text,
+)
 
 # Two-sided 95% Student t critical values by degrees of freedom (1..30); 1.96 beyond.
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-HIGHER_IS_BETTER = ("r2", "accuracy")
 # Metrics without units: they compare across a study's pixel and normalized variants.
-UNITLESS = ("r2", "accuracy", "resolution_ratio")
+UNITLESS = ("r2", "accuracy", "resolution_ratio", "resolution_min_r2")
 STUDY_FORMAT = "cnnprobe.study/1"
 NOT_METRICS = ("n",)  # sample counts, not measurements
 
@@ -39,8 +45,10 @@ class Summary:
         return {"mean": self.mean, "std": self.std, "n": self.n, "ci95": list(self.ci95)}
 
 
-def summarise(values: list[float]) -> Summary:
-    """Mean, sample SD, n and the t-based 95% interval of the mean (NaN values dropped)."""
+def summarise(values: list[float], metric: str = "") -> Summary:
+    """Mean, sample SD, n and the t-based 95% interval of the mean (NaN values dropped),
+    the interval clipped to where `metric` can lie (an R² never above 1, an error never
+    below 0). With fewer than two values there is no interval (NaN): too few seeds."""
     xs = [v for v in values if v is not None and math.isfinite(v)]
     n = len(xs)
     if n == 0:
@@ -49,7 +57,10 @@ def summarise(values: list[float]) -> Summary:
     std = statistics.stdev(xs) if n > 1 else 0.0
     half = (T95[n - 2] if n - 1 <= len(T95) else 1.96) * std / math.sqrt(n) if n > 1 else \
         math.nan
-    return Summary(mean, std, n, (mean - half, mean + half))
+    if math.isnan(half):
+        return Summary(mean, std, n, (math.nan, math.nan))
+    lo, hi = metric_range(metric)
+    return Summary(mean, std, n, (max(lo, mean - half), min(hi, mean + half)))
 
 
 @dataclass
@@ -71,6 +82,9 @@ class StudyReport:
     source: str = ""  # the plan file, or "built-in study NAME (SCALE)"
     command: str = ""  # the command that reproduces the study, when the caller knows it
     tasks: dict[str, str] = field(default_factory=dict)  # label -> task name
+    learned: dict[str, Learned] = field(default_factory=dict)  # label -> learned at all?
+    comparisons: dict[str, list[Comparison]] = field(default_factory=dict)  # group -> pairs
+    notes: list[str] = field(default_factory=list)  # what the numbers cover, in words
 
     def sweep_kinds(self) -> list[str]:
         """The sweep kinds any variant has, in a fixed order."""
@@ -92,8 +106,13 @@ class StudyReport:
         return {"format": STUDY_FORMAT, "name": self.name, "question": self.question,
                 "metric": self.metric, "source": self.source, "seeds": list(self.seeds),
                 "command": self.command, "verdicts": self.verdicts, "missing": self.missing,
+                "notes": list(self.notes),
+                "comparisons": {g: [c.as_dict() for c in cs]
+                                for g, cs in self.comparisons.items()},
                 "sweep_metrics": {k: self.sweep_metric(k) for k in self.sweep_kinds()},
                 "variants": {v: {"task": self.tasks.get(v, ""),
+                                 "learned": (self.learned[v].as_dict() if v in self.learned
+                                             else None),
                                  "metrics": {m: s.as_dict() for m, s in ms.items()},
                                  "statuses": self.statuses[v], "runs": self.runs[v],
                                  "sweeps": sweeps(v),
@@ -101,29 +120,6 @@ class StudyReport:
                                      setting: {m: s.as_dict() for m, s in ms2.items()}
                                      for setting, ms2 in self.evaluations.get(v, {}).items()}}
                              for v, ms in self.variants.items()}}
-
-
-def verdict(metric: str, variants: dict[str, dict[str, Summary]]) -> str:
-    """Which variant is best on `metric`, and whether its lead over the next is larger than
-    the seeds' spread (its 95% interval clear of the next one's)."""
-    ranked = [(label, ms[metric]) for label, ms in variants.items()
-              if metric in ms and ms[metric].n > 0 and math.isfinite(ms[metric].mean)]
-    if not ranked:
-        return f"no finished trial has {metric} yet"
-    higher = metric in HIGHER_IS_BETTER
-    ranked.sort(key=lambda item: -item[1].mean if higher else item[1].mean)
-    best, b = ranked[0]
-    word = "highest" if higher else "lowest"
-    if len(ranked) == 1:
-        return f"{best} has the {word} {metric} ({b.mean:.4g} ± {b.std:.2g}, n={b.n}); " \
-               "no other variant to compare with"
-    second, s = ranked[1]
-    lead = abs(s.mean - b.mean)
-    clear = (b.ci95[1] < s.ci95[0]) if not higher else (b.ci95[0] > s.ci95[1])
-    how = ("larger than the seeds' spread (95% intervals do not overlap)" if clear else
-           "within the seeds' spread (95% intervals overlap, or too few seeds)")
-    return (f"{best} has the {word} {metric}: {b.mean:.4g} ± {b.std:.2g} (n={b.n}) vs "
-            f"{second} {s.mean:.4g} ± {s.std:.2g} (n={s.n}); the lead of {lead:.3g} is {how}")
 
 
 def _plain(value: Any) -> Any:
@@ -185,14 +181,41 @@ def _trial_evaluations(store: RunStore, run_id: str) -> dict[str, dict[str, floa
     return out
 
 
+def _shared_min_r2(sweeps: dict[str, dict[int, dict[str, dict[float, dict[str, float]]]]],
+                   labels: list[str]) -> tuple[dict[str, dict[int, float]], list[float],
+                                                dict[str, list[float]]]:
+    """Per trial, its lowest R² over the resolution sizes every variant of the group has:
+    R² is the error relative to the mean guess at that size, so it compares pixel and
+    normalized variants alike and a model that learned nothing cannot win it (R² about 0
+    everywhere). Returns (label -> seed -> value, the shared sizes, label -> sizes it has
+    that others lack)."""
+    sizes_of = {label: {p for trial in sweeps.get(label, {}).values()
+                        for p in trial.get("resolution", {})} for label in labels}
+    having = [sizes for sizes in sizes_of.values() if sizes]
+    shared = sorted(set.intersection(*having)) if having else []
+    out: dict[str, dict[int, float]] = {}
+    for label in labels:
+        for seed, trial in sweeps.get(label, {}).items():
+            points = trial.get("resolution", {})
+            r2s = [points[p].get("r2") for p in shared if p in points]
+            r2s = [v for v in r2s if v is not None and math.isfinite(v)]
+            if shared and len(r2s) == len(shared):
+                out.setdefault(label, {})[seed] = min(r2s)
+    extra = {label: sorted(sizes - set(shared)) for label, sizes in sizes_of.items()
+             if sizes - set(shared)}
+    return out, shared, extra
+
+
 def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> StudyReport:
     """The report of a study from its stored trials: their final metrics, sweeps and saved
-    re-evaluations (finished trials only). `command` (the one that reproduces it) is kept
-    as given."""
+    re-evaluations (finished trials only), whether each variant learned at all, and a
+    verdict over every variant from paired, Holm-adjusted comparisons (verdict.py).
+    `command` (the one that reproduces it) is kept as given."""
     stored = trial_records(store, plan.name)
-    per: dict[str, dict[str, list[float]]] = {}
-    per_sweep: dict[str, dict[str, dict[float, dict[str, list[float]]]]] = {}
-    per_eval: dict[str, dict[str, dict[str, list[float]]]] = {}
+    # label -> seed -> ... : every number stays with its seed, so variants pair by seed.
+    per: dict[str, dict[int, dict[str, float]]] = {}
+    per_sweep: dict[str, dict[int, dict[str, dict[float, dict[str, float]]]]] = {}
+    per_eval: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
     task_of: dict[str, str] = {}
     units_of: dict[str, str] = {}
     statuses: dict[str, dict[str, int]] = {}
@@ -211,35 +234,77 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         statuses[trial.variant][rec.status] = statuses[trial.variant].get(rec.status, 0) + 1
         runs[trial.variant].append(rec.id)
         if rec.status == "finished":
-            for m, v in trial_metrics(store, rec).items():
-                if m not in NOT_METRICS:
-                    per[trial.variant].setdefault(m, []).append(v)
-            for kind, points in _trial_sweeps(store, rec.id).items():
-                by_point = per_sweep.setdefault(trial.variant, {}).setdefault(kind, {})
-                for point, values in points.items():
-                    for m, v in values.items():
-                        by_point.setdefault(point, {}).setdefault(m, []).append(v)
-            for setting, values in _trial_evaluations(store, rec.id).items():
-                by_metric = per_eval.setdefault(trial.variant, {}).setdefault(setting, {})
-                for m, v in values.items():
-                    by_metric.setdefault(m, []).append(v)
-    summaries = {label: {m: summarise(vs) for m, vs in ms.items()} for label, ms in per.items()}
-    sweeps = {label: {kind: {point: {m: summarise(vs) for m, vs in ms.items()}
-                             for point, ms in sorted(points.items())}
-                      for kind, points in kinds.items()}
-              for label, kinds in per_sweep.items()}
-    evaluations = {label: {setting: {m: summarise(vs) for m, vs in ms.items()}
-                           for setting, ms in settings.items()}
-                   for label, settings in per_eval.items()}
+            per[trial.variant][trial.seed] = {m: v for m, v in trial_metrics(store, rec).items()
+                                              if m not in NOT_METRICS}
+            per_sweep.setdefault(trial.variant, {})[trial.seed] = _trial_sweeps(store, rec.id)
+            per_eval.setdefault(trial.variant, {})[trial.seed] = _trial_evaluations(store,
+                                                                                    rec.id)
+    labels = list(task_of)
     # Metrics of different tasks, or in other units (pixels vs normalized), are not
     # comparable: one verdict per group. Unitless metrics compare across units.
-    group_of = {label: task_of[label] if plan.metric in UNITLESS or len(set(
+    unitless = plan.metric in UNITLESS or plan.metric.endswith(("r2", "accuracy"))
+    group_of = {label: task_of[label] if unitless or len(set(
         units_of.values())) == 1 else f"{task_of[label]}, {units_of[label]} units"
-        for label in task_of}
+        for label in labels}
     groups = sorted(set(group_of.values()))
-    verdicts = {("" if len(groups) == 1 else group): verdict(
-        plan.metric, {v: s for v, s in summaries.items() if group_of[v] == group})
-        for group in groups}
+    notes: list[str] = []
+    for group in groups:
+        members = [label for label in labels if group_of[label] == group]
+        min_r2, shared, extra = _shared_min_r2(per_sweep, members)
+        for label, seeds in min_r2.items():
+            for seed, value in seeds.items():
+                per[label][seed]["resolution_min_r2"] = value
+        if extra:
+            where = f" ({group})" if len(groups) > 1 else ""
+            notes.append(f"resolution sweeps{where} cover different sizes: "
+                         f"resolution_min_r2 compares only the sizes every variant has ("
+                         f"{', '.join(str(int(p)) for p in shared) or 'none'}); also swept: "
+                         + "; ".join(f"{label} {', '.join(str(int(p)) for p in ps)}"
+                                     for label, ps in extra.items()))
+    learned = {label: learned_status({seed: ms.get("r2", math.nan)
+                                      for seed, ms in per.get(label, {}).items()})
+               for label in labels}
+
+    def collect(by_seed: dict[int, dict[str, float]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for seed in sorted(by_seed):
+            for m, v in by_seed[seed].items():
+                out.setdefault(m, []).append(v)
+        return out
+
+    summaries = {label: {m: summarise(vs, m) for m, vs in collect(per[label]).items()}
+                 for label in labels}
+    sweeps: dict[str, dict[str, dict[float, dict[str, Summary]]]] = {}
+    for label, by_seed in per_sweep.items():
+        gathered: dict[str, dict[float, dict[str, list[float]]]] = {}
+        for seed in sorted(by_seed):
+            for kind, points in by_seed[seed].items():
+                for point, values in points.items():
+                    for m, v in values.items():
+                        gathered.setdefault(kind, {}).setdefault(point, {}).setdefault(
+                            m, []).append(v)
+        sweeps[label] = {kind: {point: {m: summarise(vs, m) for m, vs in ms.items()}
+                                for point, ms in sorted(points.items())}
+                         for kind, points in gathered.items()}
+    evaluations: dict[str, dict[str, dict[str, Summary]]] = {}
+    for label, by_seed in per_eval.items():
+        gathered_ev: dict[str, dict[str, list[float]]] = {}
+        for seed in sorted(by_seed):
+            for setting, values in by_seed[seed].items():
+                for m, v in values.items():
+                    gathered_ev.setdefault(setting, {}).setdefault(m, []).append(v)
+        evaluations[label] = {setting: {m: summarise(vs, m) for m, vs in ms.items()}
+                              for setting, ms in gathered_ev.items()}
+    verdicts: dict[str, str] = {}
+    comparisons: dict[str, list[Comparison]] = {}
+    for group in groups:
+        members = [label for label in labels if group_of[label] == group]
+        values = {label: {seed: ms[plan.metric] for seed, ms in per[label].items()
+                          if plan.metric in ms and ms[plan.metric] is not None
+                          and math.isfinite(ms[plan.metric])} for label in members}
+        key = "" if len(groups) == 1 else group
+        verdicts[key], comparisons[key] = verdict_text(
+            plan.metric, values, {label: learned[label] for label in members})
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
-                       command, task_of)
+                       command, task_of, learned, comparisons, notes)
