@@ -14,7 +14,6 @@ from cnnprobe.config import RunConfig
 from cnnprobe.device import device_name, training_device
 from cnnprobe.errors import first_line
 from cnnprobe.evaluate import Evaluation, evaluation_state, predict
-from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.events import (
     Callback,
     Cancelled,
@@ -27,6 +26,7 @@ from cnnprobe.events import (
     StepEvent,
     TrainState,
 )
+from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
 from cnnprobe.step import TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-
 # Asked once, outside any traced code: torch 2.11's dynamo cannot trace
 # `torch._C._is_autocast_available` and broke the compiled graph at every fp32 region (seen on
 # an H200, bench/gpu_check.py: recompile_limit hit in seednet and the head). A set lookup traces.
