@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -14,3 +16,14 @@ def tiny():
     return RunConfig(task=TaskConfig(name="distance", height=32, width=32),
                      train=TrainConfig(batch_size=32, steps=20, eval_every=10, val_size=64,
                                        lr=1e-3, device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray for the whole session (ray.init takes ~7 s): every Ray test shares it."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()

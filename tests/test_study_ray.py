@@ -4,7 +4,6 @@ flight as cancelled, and a missing `ray` said in one line."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -19,16 +18,6 @@ from cnnprobe.config import ConfigError
 from cnnprobe.store import RunStore
 from cnnprobe.studies import builtin_plan, plan_from_dict
 from cnnprobe.studies.runner import run_study, trial_records
-
-
-@pytest.fixture(scope="session")
-def ray_instance():
-    import ray
-
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
-    yield ray
-    ray.shutdown()
 
 
 def long_plan(name: str, steps: int = 2000):

@@ -101,7 +101,9 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
             ("parameters", f"{rec.parameters:,}" if rec.parameters else ""),
             ("code", f"cnnprobe {v.get('cnnprobe', '?')}, torch {v.get('torch', '?')}, "
                      f"torchvision {v.get('torchvision', '?')}"
-                     + (f", commit {v['git_commit'][:12]}" if v.get("git_commit") else "")),
+                     + (f", commit {v['git_commit'][:12]}" if v.get("git_commit") else "")
+                     + (f"; {v['threads']} torch thread{'s' if v['threads'] != 1 else ''}"
+                        if v.get("threads") else "")),
             ("warning", rec.config_warning)):
         if value:
             info.add_row(label, str(value))

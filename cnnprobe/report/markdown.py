@@ -143,7 +143,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
               ["seed", s["seed"]], ["device", f"{s['device']} ({s['device_name']})"],
               ["parameters", s["parameters"]], ["torch", v.get("torch")],
               ["torchvision", v.get("torchvision")], ["cnnprobe", v.get("cnnprobe")],
-              ["git commit", v.get("git_commit")]]
+              ["git commit", v.get("git_commit")], ["torch threads", v.get("threads")],
+              ["deterministic algorithms", v.get("deterministic_algorithms")]]
     parts += ["## Record", table(["field", "value"], [r for r in record if r[1] not in
                                                        (None, "", [])])]
     parts += ["## Configuration",

@@ -30,7 +30,7 @@ from typing import Any
 from cnnprobe.config import RunConfig
 from cnnprobe.store import schema
 from cnnprobe.store.artifacts import RunArtifacts
-from cnnprobe.store.provenance import hostname, process_alive, process_token, versions
+from cnnprobe.store.provenance import hostname, process_alive, process_token, run_provenance
 from cnnprobe.store.records import RunRecord, StoredRunRecord, StoreError, default_name
 
 DEFAULT_ROOT = Path("checkpoints")
@@ -90,7 +90,7 @@ class RunStore(RunArtifacts):
                       " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (run_id, name or default_name(config), kind, parent_id,
                        json.dumps(config.to_dict()), t.name, config.model.name, t.height,
-                       t.width, config.train.seed, now, json.dumps(versions()),
+                       t.width, config.train.seed, now, json.dumps(run_provenance()),
                        config.train.total_steps, note, hostname(), pid, process_token(pid), now))
             c.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?)",
                           [(run_id, tag) for tag in _clean_tags(tags or [])])

@@ -25,6 +25,18 @@ def versions() -> dict[str, str]:
             "git_commit": git_commit(Path(__file__).resolve().parent) or ""}
 
 
+def run_provenance() -> dict[str, object]:
+    """`versions()` and how torch computes in this process at the moment a run is created:
+    its intra-op threads (sums are ordered by them, so 1 and 2 threads give other numbers
+    for one seed) and the determinism settings."""
+    import torch
+
+    return {**versions(), "threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+
+
 def git_commit(start: Path) -> str | None:
     """The commit checked out in the git work tree holding `start`, read from .git directly.
 
