@@ -139,14 +139,17 @@ def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     # Markdown: question, table, sweeps, verdict, how to reproduce, plots.
     md = paths["md"].read_text()
     for words in ("# Study resolution", report.question,
-                  "| variant | trials | resolution_min_r2: mean ± SD",
+                  "| variant | trials | learned | resolution_min_r2: mean ± SD",
                   "## Resolution sweep: mae", "## Distractors sweep: mae", "## Verdict",
                   report.verdicts[""], "cnnprobe study run resolution --scale smoke --seeds 2",
                   "```text\nresolution_min_r2 by variant", "mae by resolution",
                   "mae by distractors"):
         assert words in md, words
     seed = report.variants["seednet"]["resolution_min_r2"]
-    assert f"| seednet | 2 finished | {seed.mean:.4g} ± {seed.std:.2g} (2) |" in md
+    gate = report.learned["seednet"]
+    cell = f"{ {'learned': 'yes', 'did not learn': 'no'}.get(gate.status, 'some')} " \
+        f"({gate.learned}/2)"
+    assert f"| seednet | 2 finished | {cell} | {seed.mean:.4g} ± {seed.std:.2g} (2) |" in md
     # Never over an existing file unless --force.
     assert main(["--store", str(study), *EXPORT, "--out", f"{out}/"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -62,10 +62,11 @@ async def test_start_a_smoke_study_watch_it_finish_and_open_a_trial(store_dir):
         report = screen.query_one("#study-report", DataTable)
         assert report.row_count == 2
         columns = [str(c.label) for c in report.columns.values()]
-        assert columns[:5] == ["variant", "trials", "distractors_max_mae", "mae",
+        assert columns[:6] == ["variant", "trials", "learned", "distractors_max_mae", "mae",
                                "mean_guess_mae"]
         first = [str(c) for c in report.get_row_at(0)]
-        assert first[0] == "distractors=0" and first[1] == "2 finished" and "(2)" in first[2]
+        assert first[0] == "distractors=0" and first[1] == "2 finished" and first[2] == "no (0/2)"
+        assert "(2)" in first[3]
         verdict = str(screen.query_one("#study-verdict", Static).render())
         assert verdict.startswith("verdict: no variant learned") and "distractors=3" in verdict
         with RunStore(store_dir) as store:

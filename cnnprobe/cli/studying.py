@@ -124,6 +124,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         SHOWN_METRICS,
         evaluation_settings,
         interval,
+        learned_cell,
         mean_sd,
         plots,
         sweep_kinds,
@@ -142,6 +143,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
     table.add_column("variant")
     table.add_column("trials")
+    table.add_column("learned")
     for m in metrics:
         table.add_column(m, justify="right")
     for label, v in data["variants"].items():
@@ -150,7 +152,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for m in metrics:
             s = v["metrics"].get(m)
             cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
-        table.add_row(label, status or "none yet", *cells, end_section=len(metrics) > 0)
+        table.add_row(label, status or "none yet", learned_cell(v), *cells,
+                      end_section=len(metrics) > 0)
     console.print(table)
     for kind in sweep_kinds(data):
         header, rows = sweep_table_rows(data, kind)
@@ -174,6 +177,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     if report.missing:
         console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
                       highlight=False, markup=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     for group, text in report.verdicts.items():
         console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False,
                       markup=False)

@@ -52,6 +52,15 @@ def interval(s: dict[str, Any] | None) -> str:
     return f"[{num(ci[0], 3)}, {num(ci[1], 3)}]"
 
 
+def learned_cell(v: dict[str, Any]) -> str:
+    """'yes (3/3)', 'no (0/3)', 'some (2/3)' from a variant's learned judgement, or '-'."""
+    g = v.get("learned") or {}
+    if not g.get("n"):
+        return "-"
+    word = {"learned": "yes", "did not learn": "no"}.get(g["status"], "some")
+    return f"{word} ({g['learned']}/{g['n']})"
+
+
 def final_metrics(data: dict[str, Any]) -> list[str]:
     """Every final metric any variant has: the study's metric first."""
     names = list(dict.fromkeys(m for v in data["variants"].values() for m in v["metrics"]))
@@ -215,9 +224,14 @@ def study_markdown(data: dict[str, Any]) -> str:
     for label, v in data["variants"].items():
         s = v["metrics"].get(metric)
         status = ", ".join(f"{n} {st}" for st, n in sorted(v["statuses"].items()))
-        rows.append([label, status or "none yet", mean_sd(s), interval(s)])
+        rows.append([label, status or "none yet", learned_cell(v), mean_sd(s), interval(s)])
     parts += [f"## {metric} by variant",
-              table(["variant", "trials", f"{metric}: mean ± SD (n)", "95% interval"], rows)]
+              "Learned: validation R² at least 0.5 in how many of the finished seeds "
+              "(docs/measurement.md, \"Study verdicts\"); only variants that learned in "
+              "every seed are ranked.",
+              table(["variant", "trials", "learned", f"{metric}: mean ± SD (n)",
+                     "95% interval"], rows)]
+    parts += [f"Note: {note}." for note in data.get("notes", [])]
     others = [m for m in final_metrics(data) if m != metric]
     if others:
         parts += ["## Every final metric",

@@ -288,6 +288,8 @@ class StudiesScreen(Screen[None]):
         if message.report is None:
             self.say(f"report: {message.error}")
             return
+        from cnnprobe.report.study import learned_cell
+
         report = message.report
         table = self.query_one("#study-report", DataTable)
         table.clear(columns=True)
@@ -295,16 +297,19 @@ class StudiesScreen(Screen[None]):
         metrics = [m for m in dict.fromkeys((report.metric, "mae", "mean_guess_mae", "r2",
                                              "accuracy", "heldout_mae", "finetune_mae"))
                    if any(m in ms for ms in report.variants.values())]
-        table.add_columns("variant", "trials", *metrics)
+        table.add_columns("variant", "trials", "learned", *metrics)
         for label, ms in report.variants.items():
             status = ", ".join(f"{n} {s}" for s, n in sorted(report.statuses[label].items()))
+            g = report.learned.get(label)
+            learned = learned_cell({"learned": g.as_dict() if g else None})
             cells = []
             for m in metrics:
                 s = ms.get(m)
                 cells.append("-" if s is None or s.n == 0 else
                              f"{num(s.mean)} ± {num(s.std, 2)} ({s.n})")
-            table.add_row(label, status or "-", *cells)
-        verdicts = [f"verdict{f' ({g})' if g else ''}: {t}" for g, t in report.verdicts.items()]
+            table.add_row(label, status or "-", learned, *cells)
+        verdicts = [f"note: {n}" for n in report.notes]
+        verdicts += [f"verdict{f' ({g})' if g else ''}: {t}" for g, t in report.verdicts.items()]
         self.query_one("#study-verdict", Static).update("\n".join(verdicts))
         self.query_one("#study-plot", Static).update(message.plot)
 
