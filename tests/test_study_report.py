@@ -27,7 +27,7 @@ EVAL_OPTIONS = {"which": "last", "step": 4, "height": 32, "width": 32, "distract
 
 
 def _plan():
-    # The built-in smoke resolution study (3 variants × 2 seeds), with both sweeps only.
+    # The built-in smoke resolution study (6 variants × 2 seeds), with both sweeps only.
     return dataclasses.replace(builtin_plan("resolution", "smoke", seeds=2),
                                evaluations=("resolution", "distractors"))
 
@@ -39,7 +39,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study") / "store"
     store = RunStore(root)
     progress = run_study(store, _plan())
-    assert len(progress.trained) == 6 and not progress.failed
+    assert len(progress.trained) == 12 and not progress.failed
     for i, rec in enumerate(sorted(trial_records(store, "resolution").values(),
                                    key=lambda r: r.id)):
         store.save_evaluation(rec.id, EVAL_OPTIONS, {"mae": 1.0 + i, "n": 32})
@@ -96,10 +96,10 @@ def test_show_prints_sweep_tables_and_plots(study, capsys):
     assert main(["--store", str(study), *SHOW, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     report = study_report(RunStore(study), _plan())
-    v = data["variants"]["seednet"]
+    v = data["variants"]["seednet-pixels"]
     points = v["sweeps"]["resolution"]
-    assert [p["point"] for p in points] == sorted(report.sweeps["seednet"]["resolution"])
-    s = report.sweeps["seednet"]["resolution"][points[0]["point"]]["mae"]
+    assert [p["point"] for p in points] == sorted(report.sweeps["seednet-pixels"]["resolution"])
+    s = report.sweeps["seednet-pixels"]["resolution"][points[0]["point"]]["mae"]
     assert points[0]["metrics"]["mae"]["mean"] == pytest.approx(s.mean)
     assert data["command"] == "cnnprobe study run resolution --scale smoke --seeds 2"
     assert data["sweep_metrics"] == {"resolution": "mae", "distractors": "mae"}
@@ -139,17 +139,20 @@ def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     # Markdown: question, table, sweeps, verdict, how to reproduce, plots.
     md = paths["md"].read_text()
     for words in ("# Study resolution", report.question,
-                  "| variant | trials | learned | resolution_min_r2: mean ± SD",
+                  "| variant | trials | learned | parameters | resolution_min_r2: mean ± SD",
                   "## Resolution sweep: mae", "## Distractors sweep: mae", "## Verdict",
                   report.verdicts[""], "cnnprobe study run resolution --scale smoke --seeds 2",
                   "```text\nresolution_min_r2 by variant", "mae by resolution",
                   "mae by distractors"):
         assert words in md, words
-    seed = report.variants["seednet"]["resolution_min_r2"]
-    gate = report.learned["seednet"]
+    seed = report.variants["seednet-pixels"]["resolution_min_r2"]
+    gate = report.learned["seednet-pixels"]
     cell = f"{ {'learned': 'yes', 'did not learn': 'no'}.get(gate.status, 'some')} " \
         f"({gate.learned}/2)"
-    assert f"| seednet | 2 finished | {cell} | {seed.mean:.4g} ± {seed.std:.2g} (2) |" in md
+    params = RunStore(study).get(report.runs["seednet-pixels"][0]).parameters
+    assert f"| seednet-pixels | 2 finished | {cell} | {params:,} | {seed.mean:.4g} ± " \
+        f"{seed.std:.2g} (2) |" in md
+    assert f"**Design:** {report.controls}" in md and report.controls
     # Never over an existing file unless --force.
     assert main(["--store", str(study), *EXPORT, "--out", f"{out}/"]) == 1
     err = capsys.readouterr().err.strip().splitlines()

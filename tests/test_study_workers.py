@@ -133,7 +133,8 @@ def test_a_trial_whose_weights_are_offline_is_skipped_with_the_fix(tmp_path, mon
 def test_resolution_trials_are_fine_tuned_at_the_notebooks_ratio(tmp_path):
     store = RunStore(tmp_path)
     plan = builtin_plan("resolution", "smoke", seeds=1)
-    plan.variants = plan.variants[:2]  # seednet and coordmlp
+    plan.variants = [v for v in plan.variants
+                     if v.label in ("seednet-pixels", "coordmlp-normalized")]
     assert len(run_study(store, plan).trained) == 2
     size = round(plan.base.task.height * FINETUNE_FACTOR)
     for key, rec in trial_records(store, "resolution").items():

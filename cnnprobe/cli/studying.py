@@ -137,6 +137,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         print_json(data)
         return 0
     console.print(f"study [bold]{report.name}[/bold]: {report.question}", highlight=False)
+    if report.controls:
+        console.print(f"design: {report.controls}", highlight=False, markup=False)
     metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
     metrics = list(dict.fromkeys(metrics))

@@ -213,6 +213,7 @@ def study_markdown(data: dict[str, Any]) -> str:
     seeds = data.get("seeds") or []
     parts = [f"# Study {data['name']}",
              f"**Question:** {data['question'] or '(none given)'}",
+             *([f"**Design:** {data['controls']}"] if data.get("controls") else []),
              f"Plan: {data.get('source') or 'built-in'}; {len(data['variants'])} variants × "
              f"{len(seeds)} seeds ({', '.join(str(s) for s in seeds)}); the verdict compares "
              f"`{metric}`. Each cell is the mean ± sample SD over the finished seeds (n), "
@@ -224,13 +225,15 @@ def study_markdown(data: dict[str, Any]) -> str:
     for label, v in data["variants"].items():
         s = v["metrics"].get(metric)
         status = ", ".join(f"{n} {st}" for st, n in sorted(v["statuses"].items()))
-        rows.append([label, status or "none yet", learned_cell(v), mean_sd(s), interval(s)])
+        params = ", ".join(f"{p:,}" for p in v.get("parameters", [])) or "-"
+        rows.append([label, status or "none yet", learned_cell(v), params, mean_sd(s),
+                     interval(s)])
     parts += [f"## {metric} by variant",
               "Learned: validation R² at least 0.5 in how many of the finished seeds "
               "(docs/measurement.md, \"Study verdicts\"); only variants that learned in "
               "every seed are ranked.",
-              table(["variant", "trials", "learned", f"{metric}: mean ± SD (n)",
-                     "95% interval"], rows)]
+              table(["variant", "trials", "learned", "parameters",
+                     f"{metric}: mean ± SD (n)", "95% interval"], rows)]
     parts += [f"Note: {note}." for note in data.get("notes", [])]
     others = [m for m in final_metrics(data) if m != metric]
     if others:

@@ -48,6 +48,15 @@ def _variant(label: str, scale: str, **settings: Any) -> dict[str, Any]:
 
 def _pooling(scale: str) -> dict[str, Any]:
     return {"question": "Does pooling cap the accuracy?",
+            "controls": "plaincnn throughout, same depth, first-block width, training and "
+                        "seeds; only the downsampling (max, avg, strided conv, none) and the "
+                        "global pool change. Not matched: with pool=none the width stays "
+                        "constant (no halving to pay for doubling it), so that control has "
+                        "several times fewer parameters (the report's parameters column) "
+                        "and a receptive field of only 2*depth+1 pixels (9x9 at depth 4) "
+                        "where the pooled stacks see the whole image; a worse none is "
+                        "therefore not evidence that pooling helps. At 16 px (smoke) the "
+                        "pooled maps reach 1x1, where max and avg global pools coincide.",
             "base": {"model.name": "plaincnn"},
             "axis": [{"field": "task.name", "values": ["distance", "count"]},
                      {"field": "model.pool", "values": ["max", "avg", "stride", "none"]},
@@ -55,17 +64,29 @@ def _pooling(scale: str) -> dict[str, Any]:
 
 
 def _resolution(scale: str) -> dict[str, Any]:
+    variants = []
+    for model in ("seednet", "coordmlp", "plaincnn"):
+        for units in ("pixels", "normalized"):
+            variants.append(_variant(f"{model}-{units}", scale, model__name=model,
+                                     task__units=units))
     return {"question": "Is what was learned resilient to new resolutions?",
+            "controls": "Model and target units are crossed (seednet, coordmlp and the conv "
+                        "net plaincnn, each in pixels and in normalized units) on the same "
+                        "task, training and seeds, so a collapse at other sizes can be put "
+                        "down to the model or to the units: in pixels a distance grows with "
+                        "the resolution, in normalized units it does not. The metric "
+                        "(lowest R² over the sizes) is unit-free.",
             "evaluations": ["resolution", "finetune"], "metric": "resolution_min_r2",
-            "variant": [_variant("seednet", scale, model__name="seednet"),
-                        _variant("coordmlp-normalized", scale, model__name="coordmlp",
-                                 task__units="normalized"),
-                        _variant("plaincnn-normalized", scale, model__name="plaincnn",
-                                 task__units="normalized")]}
+            "variant": variants}
 
 
 def _pretrained(scale: str) -> dict[str, Any]:
     return {"question": "Does a pretrained backbone already know distance?",
+            "controls": "resnet18 with ImageNet weights vs the same architecture from random "
+                        "weights (one cause: the initial weights), same training and seeds; "
+                        "seednet, the notebook's model, is a reference, not a control (other "
+                        "architecture and steps). Needs the ImageNet weights (offline: "
+                        "skipped with the fix).",
             "variant": [_variant("resnet18-imagenet", scale, model__name="resnet18",
                                  model__pretrained=True),
                         _variant("resnet18-random", scale, model__name="resnet18"),
@@ -82,12 +103,22 @@ def _position(scale: str) -> dict[str, Any]:
             variants.append(_variant(f"{label}-{split}", scale, task__split=split, **over))
     return {"question": "Can a CNN place objects it never saw there (CoordConv's held-out "
                         "quadrant)?",
+            "controls": "Each model is trained on the uniform split and on the quadrant split "
+                        "and both are scored on the same held-out quadrant (heldout_mae, with "
+                        "its own mean-guess baseline), so the split is the one cause. "
+                        "plaincnn with and without the coordinate channels isolates the "
+                        "channels; coordconv differs from plaincnn in more than coordinates "
+                        "(its layers and head), so plaincnn vs coordconv is a comparison of "
+                        "models, not of CoordConv's idea alone.",
             "base": {"task.name": "locate"}, "evaluations": ["heldout"],
             "metric": "heldout_mae", "variant": variants}
 
 
 def _distractors(scale: str) -> dict[str, Any]:
     return {"question": "Is it resilient to additional objects at validation time?",
+            "controls": "plaincnn trained without and with 3 distractors, same everything "
+                        "else; both swept over 0..8 distractors at validation, and judged by "
+                        "their worst MAE over the sweep.",
             "base": {"model.name": "plaincnn"}, "evaluations": ["distractors"],
             "metric": "distractors_max_mae",
             "axis": [{"field": "task.distractors", "values": [0, 3]}]}
@@ -95,7 +126,13 @@ def _distractors(scale: str) -> dict[str, Any]:
 
 def _which_models(task: str, question: str) -> dict[str, Any]:
     def build(scale: str) -> dict[str, Any]:
-        return {"question": question, "base": {"task.name": task},
+        return {"question": question,
+                "controls": "Every built-in model on the same task, images, steps and seeds "
+                            "(the ResNets fewer steps at cpu scale, their minimum size at "
+                            "smoke): a comparison of whole models, which differ in "
+                            "parameters (the report's column), depth and inductive bias at "
+                            "once.",
+                "base": {"task.name": task},
                 "variant": [_variant(m, scale, model__name=m) for m in _MODELS]}
     return build
 

@@ -4,6 +4,7 @@ built-in studies (builtin.py).
 
     name = "pooling"
     question = "Does pooling cap the accuracy?"
+    controls = "What is held fixed, what differs besides the variable studied"  # optional
     preset = "quick"                  # optional: fill in a preset first
     seeds = 3                         # or a list: [0, 1, 2]
     evaluations = ["resolution"]      # resolution, finetune, distractors, heldout, probes
@@ -53,8 +54,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 EVALUATIONS = ("resolution", "finetune", "distractors", "heldout", "probes")
-PLAN_KEYS = ("name", "question", "preset", "seeds", "evaluations", "metric", "base", "axis",
-             "variant")
+PLAN_KEYS = ("name", "question", "controls", "preset", "seeds", "evaluations", "metric",
+             "base", "axis", "variant")
 MAX_TRIALS = 10_000
 
 
@@ -103,6 +104,7 @@ class StudyPlan:
     evaluations: tuple[str, ...] = ()
     metric: str = "mae"
     source: str = "built-in"  # the plan file, or "built-in"
+    controls: str = ""  # what the design holds fixed and what else differs, in words
 
     def trials(self) -> list[Trial]:
         """Every variant at every seed, variants first, seeds inside."""
@@ -219,8 +221,11 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
     metric = data.get("metric", "mae")
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"{where}: metric", metric, "a metric name such as mae")
+    controls = data.get("controls", "")
+    if not isinstance(controls, str):
+        raise ConfigError(f"{where}: controls", controls, "a sentence or two of text")
     plan = StudyPlan(name, str(data.get("question", "")), base, variants, seed_list,
-                     tuple(evals), metric, source)
+                     tuple(evals), metric, source, controls)
     if len(variants) * len(seed_list) > MAX_TRIALS:
         raise ConfigError(f"{where}: axis", f"{len(variants) * len(seed_list)} trials",
                           f"at most {MAX_TRIALS:,} trials")

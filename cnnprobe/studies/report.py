@@ -85,6 +85,8 @@ class StudyReport:
     learned: dict[str, Learned] = field(default_factory=dict)  # label -> learned at all?
     comparisons: dict[str, list[Comparison]] = field(default_factory=dict)  # group -> pairs
     notes: list[str] = field(default_factory=list)  # what the numbers cover, in words
+    controls: str = ""  # the plan's design: what is held fixed, what else differs
+    parameters: dict[str, list[int]] = field(default_factory=dict)  # label -> counts seen
 
     def sweep_kinds(self) -> list[str]:
         """The sweep kinds any variant has, in a fixed order."""
@@ -106,13 +108,14 @@ class StudyReport:
         return {"format": STUDY_FORMAT, "name": self.name, "question": self.question,
                 "metric": self.metric, "source": self.source, "seeds": list(self.seeds),
                 "command": self.command, "verdicts": self.verdicts, "missing": self.missing,
-                "notes": list(self.notes),
+                "notes": list(self.notes), "controls": self.controls,
                 "comparisons": {g: [c.as_dict() for c in cs]
                                 for g, cs in self.comparisons.items()},
                 "sweep_metrics": {k: self.sweep_metric(k) for k in self.sweep_kinds()},
                 "variants": {v: {"task": self.tasks.get(v, ""),
                                  "learned": (self.learned[v].as_dict() if v in self.learned
                                              else None),
+                                 "parameters": self.parameters.get(v, []),
                                  "metrics": {m: s.as_dict() for m, s in ms.items()},
                                  "statuses": self.statuses[v], "runs": self.runs[v],
                                  "sweeps": sweeps(v),
@@ -220,6 +223,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     units_of: dict[str, str] = {}
     statuses: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
+    parameters: dict[str, list[int]] = {}
     missing = 0
     for trial in plan.trials():
         per.setdefault(trial.variant, {})
@@ -233,6 +237,8 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
             continue
         statuses[trial.variant][rec.status] = statuses[trial.variant].get(rec.status, 0) + 1
         runs[trial.variant].append(rec.id)
+        if rec.parameters and rec.parameters not in parameters.setdefault(trial.variant, []):
+            parameters[trial.variant].append(rec.parameters)
         if rec.status == "finished":
             per[trial.variant][trial.seed] = {m: v for m, v in trial_metrics(store, rec).items()
                                               if m not in NOT_METRICS}
@@ -307,4 +313,5 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
             plan.metric, values, {label: learned[label] for label in members})
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
-                       command, task_of, learned, comparisons, notes)
+                       command, task_of, learned, comparisons, notes, plan.controls,
+                       parameters)
