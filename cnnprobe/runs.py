@@ -203,7 +203,8 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     """Evaluate a stored run's weights again, on other task options; nothing is retrained.
 
     Unchanged options with n = val_size and which="last" reproduce the run's final
-    validation. With `save`, the metrics are kept with the run (`store.evaluations`).
+    validation. With `save`, the metrics are kept with the run (`store.evaluations`), and
+    such a reproduction also rewrites the run's predictions.npz.
     `precise_bn` None: as the run's config says (see evaluate.evaluation_state).
     `quadrant` (e.g. "bottom-right") evaluates region "heldout" as that quadrant, also for a
     run trained on the uniform split: the score a quadrant-split run is held to.
@@ -229,6 +230,11 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
                      batch_size=min(cfg.train.batch_size, 512), amp=cfg.train.amp,
                      distractors=task.eval_distractor_count, region=region)
     ev.measured = how
+    if save and which == "last" and region == "train" and quadrant is None and \
+            precise_bn is None and task == cfg.task and n == cfg.train.val_size:
+        # The run's own final validation again: its predictions.npz is rewritten (the way
+        # to repair a damaged one, which reports name with this command).
+        store.save_predictions(run_id, ev.predictions, ev.labels)
     if save:
         store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
                                        "width": task.width,

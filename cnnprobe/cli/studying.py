@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnprobe.cli.records import confirm_delete
-from cnnprobe.cli.tables import print_json
+from cnnprobe.cli.tables import print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.report.formatting import num
 from cnnprobe.store import RunStore, StoreError
@@ -116,7 +116,10 @@ def _report(args: argparse.Namespace, store: RunStore):
     from cnnprobe.studies.report import study_report
 
     plan = _plan(args)
-    return study_report(store, plan, command=_command(args, plan))
+    report = study_report(store, plan, command=_command(args, plan))
+    for line in report.unreadable:  # the rest of the report is shown; these are named
+        warn(line)
+    return report
 
 
 def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:

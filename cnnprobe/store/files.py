@@ -4,12 +4,17 @@ are in checkpoints.py.
 
 Every file is written to a temporary name in the same folder, flushed to disk and renamed
 over the old one, so a process killed mid-write leaves the previous complete file in place.
+Only regular files are written: a device, FIFO, socket or folder at the path is refused
+before anything is created (a rename would put a file in its place: `/dev/null` as root),
+and a symlink is followed on purpose: the file it points to is replaced, the link stays. A
+dangling or looping link is refused (`write_target`).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import stat
 import threading
 import zipfile
 from collections.abc import Callable
@@ -17,15 +22,63 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from cnnprobe.errors import first_line
-from cnnprobe.store.records import StoreError
+from cnnprobe.store.records import StoreError, UnreadableFile
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write `path` through `write(file)` so that it either appears whole or not at all."""
+class NotRegularFile(OSError):
+    """A write was refused because its path is not (and cannot become) a regular file: a
+    device, a FIFO, a socket, a folder, or a link to nothing. The message is the one line."""
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file of this st_mode is in words when it is not a regular file ("a character
+    device", "a FIFO"...), else None: the check behind `write_target`, on a stat result."""
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def write_target(path: Path) -> Path:
+    """The file a write to `path` replaces: `path`, or the regular file its symlinks lead
+    to. NotRegularFile naming `path` when that is a device, FIFO, socket or folder, or when
+    `path` is a dangling or looping symlink; nothing is opened or created to find out."""
     path = Path(path)
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return path  # a new file
+    target = path
+    if stat.S_ISLNK(link.st_mode):
+        target = Path(os.path.realpath(path))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NotRegularFile(f"{path} is a symlink to {target}, which does not exist: "
+                                 "cnnprobe never follows one to create a file (remove the "
+                                 "link to write there)") from None
+        except OSError as exc:
+            raise NotRegularFile(f"{path} is a symlink that cannot be followed "
+                                 f"({exc.strerror}; remove the link to write there)") from None
+    else:
+        st = link
+    kind = kind_of(st.st_mode)
+    if kind is not None:
+        via = f" (a symlink to {target})" if target != path else ""
+        raise NotRegularFile(f"{path}{via} is {kind}, not a regular file: cnnprobe never "
+                             "writes to or replaces one")
+    return target
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through `write(file)` so that it either appears whole or not at all.
+    Only a regular file (new, or where a symlink leads) is written: see `write_target`."""
+    path = write_target(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -54,7 +107,8 @@ def write_arrays(path: Path, **arrays: Any) -> None:
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an .npz file, or None when there is none; StoreError if unreadable."""
+    """The arrays of an .npz file, or None when there is none; UnreadableFile (the file and
+    why, no hint: the caller knows which command rewrites it) if it cannot be read."""
     import numpy as np
 
     path = Path(path)
@@ -64,8 +118,20 @@ def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except Exception as exc:  # noqa: BLE001 - zipfile, OSError, ValueError...
-        raise StoreError(f"{path} is unreadable ({first_line(exc)}): it is truncated or "
-                         "corrupt; evaluate the run again to rewrite it") from exc
+        raise UnreadableFile(f"{path} is unreadable ({damage(exc)})", path) from exc
+
+
+def damage(exc: BaseException) -> str:
+    """What is wrong with a file that failed to load, in a few words. numpy's advice for
+    object arrays (load them with allow_pickle) is not passed on: a pickle in a store file
+    is never loaded, since loading it would run code from the file."""
+    text = str(exc)
+    if "pickle" in text.lower():
+        return "not an .npz archive: truncated, overwritten, or a pickle, which cnnprobe " \
+            "never loads"
+    if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
+        return f"truncated or not an .npz archive: {first_line(exc, 80)}"
+    return first_line(exc, 80)
 
 
 class _Opaque:

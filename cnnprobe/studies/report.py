@@ -71,6 +71,9 @@ class StudyReport:
     source: str = ""  # the plan file, or "built-in study NAME (SCALE)"
     command: str = ""  # the command that reproduces the study, when the caller knows it
     tasks: dict[str, str] = field(default_factory=dict)  # label -> task name
+    # one line per damaged trial file (file, run, the command that rewrites it): the
+    # numbers made from it are left out, the rest of the report stands
+    unreadable: list[str] = field(default_factory=list)
 
     def sweep_kinds(self) -> list[str]:
         """The sweep kinds any variant has, in a fixed order."""
@@ -92,6 +95,7 @@ class StudyReport:
         return {"format": STUDY_FORMAT, "name": self.name, "question": self.question,
                 "metric": self.metric, "source": self.source, "seeds": list(self.seeds),
                 "command": self.command, "verdicts": self.verdicts, "missing": self.missing,
+                "unreadable": self.unreadable,
                 "sweep_metrics": {k: self.sweep_metric(k) for k in self.sweep_kinds()},
                 "variants": {v: {"task": self.tasks.get(v, ""),
                                  "metrics": {m: s.as_dict() for m, s in ms.items()},
@@ -160,10 +164,10 @@ def _trial_sweeps(store: RunStore, run_id: str) -> dict[str, dict[float, dict[st
     out: dict[str, dict[float, dict[str, float]]] = {}
     for info in store.sweeps(run_id):
         kind = info["kind"]
-        sweep = store.sweep(run_id, kind)
-        if sweep is None:
+        table = store.sweep_table(run_id, kind)  # from the index: its samples file unread
+        if table is None:
             continue
-        for row in sweep.table.to_dict(orient="records"):
+        for row in table.to_dict(orient="records"):
             point = _plain(row.get(kind))
             if _number(point) is None:
                 continue
@@ -198,6 +202,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     statuses: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
     missing = 0
+    unreadable: list[str] = []
     for trial in plan.trials():
         per.setdefault(trial.variant, {})
         task_of[trial.variant] = trial.config.task.name
@@ -211,7 +216,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         statuses[trial.variant][rec.status] = statuses[trial.variant].get(rec.status, 0) + 1
         runs[trial.variant].append(rec.id)
         if rec.status == "finished":
-            for m, v in trial_metrics(store, rec).items():
+            for m, v in trial_metrics(store, rec, unreadable).items():
                 if m not in NOT_METRICS:
                     per[trial.variant].setdefault(m, []).append(v)
             for kind, points in _trial_sweeps(store, rec.id).items():
@@ -242,4 +247,4 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         for group in groups}
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
-                       command, task_of)
+                       command, task_of, unreadable)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnprobe.config import ConfigError
-from cnnprobe.store import RunRecord, RunStore
+from cnnprobe.store import RunRecord, RunStore, UnreadableFile
 from cnnprobe.studies.plan import StudyPlan, Trial
 from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
 
@@ -75,19 +75,22 @@ def trial_records(store: RunStore, name: str) -> dict[str, RunRecord]:
     return out
 
 
-def trial_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+def trial_metrics(store: RunStore, rec: RunRecord,
+                  unreadable: list[str] | None = None) -> dict[str, float]:
     """A finished trial's numbers: its final metrics, `finetune_*` from its fine-tune and
-    `heldout_*` from a held-out-quadrant evaluation of a uniform-split trial."""
+    `heldout_*` from a held-out-quadrant evaluation of a uniform-split trial. A damaged
+    file of the trial leaves out the numbers made from it; its line goes to `unreadable`."""
     out = {k: v for k, v in (rec.metrics or {}).items() if k != "n"}
     for ev in store.evaluations(rec.id):
         prefix = metric_prefix(ev.get("options", {}))
         if prefix:
             out.update({prefix + k: v for k, v in ev.get("metrics", {}).items() if k != "n"})
-    out.update(_derived_metrics(store, rec))
+    out.update(_derived_metrics(store, rec, unreadable))
     return out
 
 
-def _derived_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+def _derived_metrics(store: RunStore, rec: RunRecord,
+                     unreadable: list[str] | None = None) -> dict[str, float]:
     """Numbers computed from what the trial stored:
 
     - `mean_guess_mae`: the MAE of always predicting the mean of its validation labels,
@@ -97,19 +100,24 @@ def _derived_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
       size it was trained at (1 = no loss anywhere; unitless);
     - `distractors_max_mae`: its worst MAE over the distractor sweep."""
     out: dict[str, float] = {}
-    stored = store.predictions(rec.id)
+    try:
+        stored = store.predictions(rec.id)
+    except UnreadableFile as exc:  # the trial's other metrics stand; the caller hears it
+        stored = None
+        if unreadable is not None:
+            unreadable.append(str(exc))
     if stored is not None and len(stored[1]):
         labels = stored[1].astype("float64").reshape(len(stored[1]), -1)
         out["mean_guess_mae"] = float(abs(labels - labels.mean(axis=0)).mean())
-    sweep = store.sweep(rec.id, "resolution")
-    if sweep is not None and len(sweep.table):
-        rows = {int(r["resolution"]): float(r["mae"]) for r in sweep.table.to_dict("records")}
+    table = store.sweep_table(rec.id, "resolution")  # the index's table: no samples file
+    if table is not None and len(table):
+        rows = {int(r["resolution"]): float(r["mae"]) for r in table.to_dict("records")}
         at = rows.get(rec.config.task.height)
         if at and math.isfinite(at) and at > 0:
             out["resolution_ratio"] = max(rows.values()) / at
-    sweep = store.sweep(rec.id, "distractors")
-    if sweep is not None and len(sweep.table):
-        out["distractors_max_mae"] = float(sweep.table["mae"].max())
+    table = store.sweep_table(rec.id, "distractors")
+    if table is not None and len(table):
+        out["distractors_max_mae"] = float(table["mae"].max())
     return out
 
 
