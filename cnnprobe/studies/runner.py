@@ -26,11 +26,12 @@ from typing import Any
 
 from cnnprobe.config import ConfigError
 from cnnprobe.store import RunRecord, RunStore, UnreadableFile
+from cnnprobe.studies.capacity import fit_slots
 from cnnprobe.studies.plan import StudyPlan, Trial
 from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
 
 __all__ = ["FINETUNE_FACTOR", "StudyProgress", "run_study", "stored_studies", "study_tag",
-           "trial_metrics", "trial_records", "trial_slots"]
+           "kept_trial", "pending_trials", "trial_metrics", "trial_records", "trial_slots"]
 
 
 
@@ -194,11 +195,14 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
               on_trial: OnTrial | None = None, on_step: OnStep | None = None,
               workers: int | None = None, gpus_per_trial: float | None = None,
               backend: str = "local", address: str | None = None, max_retries: int = 2,
-              cpus_per_trial: float = 1.0, ship_code: bool = False) -> StudyProgress:
+              cpus_per_trial: float = 1.0, ship_code: bool = False,
+              on_note: Callable[[str], None] | None = None) -> StudyProgress:
     """Train every missing trial of `plan` into `store`: in this process or in parallel
-    worker processes (backend "local", see trial_slots), or as Ray tasks on a local Ray
-    instance or the cluster at `address` (backend "ray", see ray_backend). `on_trial`
-    hears each trial's outcome and `on_step` its training steps."""
+    worker processes (backend "local", see trial_slots; never more than the machine's
+    CPUs and memory hold nor than the trials, capacity.fit_slots), or as Ray tasks on a
+    local Ray instance or the cluster at `address` (backend "ray", see ray_backend).
+    `on_trial` hears each trial's outcome, `on_step` its training steps and `on_note` a
+    line such as why the workers were capped."""
     if backend not in BACKENDS:
         raise ConfigError("--backend", backend, f"one of {', '.join(BACKENDS)}")
     slots: list[str | None] = []
@@ -232,6 +236,7 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
     elif len(slots) == 1 and slots[0] is None:
         _run_here(store, plan, todo, cancel, progress, on_trial, on_step)
     else:
+        slots = fit_slots(slots, len(todo), on_note)
         _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
     return progress
 
@@ -243,10 +248,7 @@ def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
     todo = []
     for trial in plan.trials():
         rec = stored.get(trial.key)
-        keep = rec is not None and (
-            rec.status in ("finished", "running")
-            or (rec.status in ("failed", "skipped") and not retry_failed))
-        if keep:
+        if kept_trial(rec, retry_failed):
             progress.kept.append(trial.key)
             if on_trial:
                 on_trial(trial, "running elsewhere" if rec.status == "running" else "kept",
@@ -256,6 +258,19 @@ def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
             _delete_trial(store, plan.name, trial.key, rec.id)
         todo.append(trial)
     return todo
+
+
+def pending_trials(store: RunStore, plan: StudyPlan, retry_failed: bool = False
+                   ) -> list[Trial]:
+    """The trials `run_study` would train, found without changing the store."""
+    stored = trial_records(store, plan.name)
+    return [t for t in plan.trials() if not kept_trial(stored.get(t.key), retry_failed)]
+
+
+def kept_trial(rec: RunRecord | None, retry_failed: bool) -> bool:
+    """Whether a trial's stored record stands (not trained again)."""
+    return rec is not None and (rec.status in ("finished", "running") or (
+        rec.status in ("failed", "skipped") and not retry_failed))
 
 
 def _delete_trial(store: RunStore, study: str, key: str, run_id: str) -> None:
