@@ -185,6 +185,11 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     cfg = validate_run(config)
     training_device(cfg.train)  # a missing device or an option it cannot run: refused here
     check_step_time(cfg, allow_slow)
+    if cfg.model.weights_path and init_model_state is None:
+        # The file read and fitted to the model now (a file that is no state dict, or one
+        # of another model, is a WeightsError): a refused file leaves no run behind.
+        with torch.random.fork_rng(devices=[]):
+            build_model(cfg.model, cfg.task.in_channels)
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
     if on_created is not None:
