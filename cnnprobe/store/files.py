@@ -130,8 +130,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         cause = exc if isinstance(exc, OSError) else getattr(watched, "error", None)
         if cause is not None and cause.errno in FULL:
             raise DiskFull(f"no space left on the disk of {path} ({errno.errorcode[cause.errno]}"
-                           f"): it was not written and the previous file is kept; free some "
-                           "space, then try again") from exc
+                           f"): it was not written (an earlier version of it is kept whole); "
+                           "free some space, then run the command again") from exc
         raise
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
