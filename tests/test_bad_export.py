@@ -506,3 +506,26 @@ def test_show_of_a_crafted_checkpoint(root, capsys):
     _bomb(root / run_id / "last.pt", 8 * MAX_PICKLE)
     code, out, _ = run(capsys, root, "show", run_id)
     assert code == 0 and "last (step unreadable)" in out
+
+
+async def test_the_tui_starts_a_big_grid_on_a_second_press(tmp_path, monkeypatch):
+    from textual.widgets import Input, Static
+
+    import tui.screens.studies as studies_screen
+    from tui.app import CnnprobeApp
+
+    monkeypatch.setattr(studies_screen, "CONFIRM_TRIALS", 2)
+    (tmp_path / "plan.toml").write_text(PLAN)
+    app = CnnprobeApp(tmp_path / "store", watch_store=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("escape", "u")
+        screen = app.screen
+        screen.query_one("#study-plan", Input).value = str(tmp_path / "plan.toml")
+        await pilot.press("ctrl+r")
+        said = str(screen.query_one("#study-error", Static).render())
+        assert "has 3 trials (more than 2): ctrl+r again starts it" in said
+        assert app.lab.study is None  # nothing started
+        await pilot.press("ctrl+r")
+        assert app.lab.study is not None
+        app.lab.study_cancel.set()
+        await app.workers.wait_for_complete()
