@@ -529,3 +529,13 @@ async def test_the_tui_starts_a_big_grid_on_a_second_press(tmp_path, monkeypatch
         assert app.lab.study is not None
         app.lab.study_cancel.set()
         await app.workers.wait_for_complete()
+
+
+def test_disk_full_during_an_export_is_one_line(root, capsys, monkeypatch, tmp_path):
+    out = tmp_path / "x.md"
+    out.write_text("an earlier export")
+    _disk_full(monkeypatch)
+    code, _, err = run(capsys, root, "export", _ids(root)[0], "--out", str(out), "--force")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith(f"cnnprobe: error: no space left on the disk of {out} (ENOSPC)")
+    assert out.read_text() == "an earlier export"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cnnprobe.store.files import NotRegularFile, atomic_write, write_target
+from cnnprobe.store.files import DiskFull, NotRegularFile, atomic_write, write_target
 
 DEFAULT_DIR = Path("exports")
 
@@ -64,6 +64,8 @@ def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
     for path, text in files.items():
         try:
             atomic_write(path, lambda f, t=text: f.write(t.encode()))
+        except DiskFull as exc:
+            raise ExportError(str(exc)) from exc
         except OSError as exc:
             raise ExportError(f"cannot write {path} ({exc.strerror or exc}): pass --out a "
                               "writable path") from exc
