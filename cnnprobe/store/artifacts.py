@@ -180,9 +180,9 @@ class RunArtifacts(StoreDatabase):
             if arrays is None:
                 return None
             pairs = arrays["predictions"], arrays["labels"]
-            if pairs[0].shape != pairs[1].shape:
-                raise ValueError(f"{pairs[0].shape[0]} predictions for {pairs[1].shape[0]} "
-                                 "labels")
+            if pairs[0].ndim == 0 or pairs[1].ndim == 0 or len(pairs[0]) != len(pairs[1]):
+                raise ValueError(f"arrays of shapes {pairs[0].shape} (predictions) and "
+                                 f"{pairs[1].shape} (labels) do not pair up")
             return pairs
         except (UnreadableFile, KeyError, ValueError, IndexError) as exc:
             why = str(exc) if isinstance(exc, UnreadableFile) else \
