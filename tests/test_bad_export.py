@@ -539,3 +539,19 @@ def test_disk_full_during_an_export_is_one_line(root, capsys, monkeypatch, tmp_p
     assert code == 1 and err.count("\n") == 1
     assert err.startswith(f"cnnprobe: error: no space left on the disk of {out} (ENOSPC)")
     assert out.read_text() == "an earlier export"
+
+
+@pytest.mark.parametrize("answer,code,trained", [("n", 1, 0), ("y", 0, 3)])
+def test_on_a_terminal_a_big_grid_is_asked_about(root, capsys, monkeypatch, answer, code,
+                                                 trained):
+    from rich.console import Console
+
+    monkeypatch.setattr(studying_cli, "CONFIRM_TRIALS", 2)
+    monkeypatch.setattr(studying_cli.sys.stdin, "isatty", lambda: True, raising=False)
+    asked = []
+    monkeypatch.setattr(Console, "input", lambda self, prompt="", **kw: (asked.append(prompt),
+                                                                         answer)[1])
+    Path("more.toml").write_text(PLAN.replace('name = "tiny"', 'name = "more"'))
+    got, out, _ = run(capsys, root, "study", "run", "more.toml")
+    assert got == code and len(asked) == 1 and "would train 3 trials" in asked[0]
+    assert len(_ids(root)) == 3 + trained
