@@ -186,6 +186,11 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
     cfg = validate_run(config)
     training_device(cfg.train)  # a missing device or an option it cannot run: refused here
     check_step_time(cfg, allow_slow)
+    if cfg.model.weights_path and init_model_state is None:
+        # The file read and fitted to the model now (a file that is no state dict, or one
+        # of another model, is a WeightsError): a refused file leaves no run behind.
+        with torch.random.fork_rng(devices=[]):
+            build_model(cfg.model, cfg.task.in_channels)
     run_id = store.create_run(cfg, name=name, tags=list(tags), note=note, parent_id=parent_id,
                               kind=kind)
     if on_created is not None:
@@ -204,7 +209,8 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     """Evaluate a stored run's weights again, on other task options; nothing is retrained.
 
     Unchanged options with n = val_size and which="last" reproduce the run's final
-    validation. With `save`, the metrics are kept with the run (`store.evaluations`).
+    validation. With `save`, the metrics are kept with the run (`store.evaluations`), and
+    such a reproduction also rewrites the run's predictions.npz.
     `precise_bn` None: as the run's config says (see evaluate.evaluation_state).
     `quadrant` (e.g. "bottom-right") evaluates region "heldout" as that quadrant, also for a
     run trained on the uniform split: the score a quadrant-split run is held to.
@@ -234,9 +240,17 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
         # The held-out labels' own baseline: the training distribution's mean label (the
         # run's stored validation labels) guessed everywhere, as a model that learned
         # nothing would; absent when the run has no stored predictions.
-        stored = store.predictions(run_id)
+        try:
+            stored = store.predictions(run_id)
+        except StoreError:  # a damaged predictions file: no baseline, said by the reports
+            stored = None
         if stored is not None and len(stored[1]):
             ev.metrics["mean_guess_mae"] = mean_guess_mae(ev.labels, stored[1])
+    if save and which == "last" and region == "train" and quadrant is None and \
+            precise_bn is None and task == cfg.task and n == cfg.train.val_size:
+        # The run's own final validation again: its predictions.npz is rewritten (the way
+        # to repair a damaged one, which reports name with this command).
+        store.save_predictions(run_id, ev.predictions, ev.labels)
     if save:
         store.save_evaluation(run_id, {"which": which, "step": ckpt.step, "height": task.height,
                                        "width": task.width,

@@ -78,6 +78,10 @@ class FakeStore:
                                    "mae": [self._scale(run_id) + r / 100 for r in res]}),
                      pd.DataFrame())
 
+    def sweep_table(self, run_id, kind):
+        sweep = self.sweep(run_id, kind)
+        return None if sweep is None else sweep.table
+
 
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):

@@ -83,6 +83,10 @@ class FixedStore:
         mae = [2.3 + 0.002 * (r - 64) ** 2 for r in res]
         return Sweep(pd.DataFrame({"resolution": res, "mae": mae}), pd.DataFrame())
 
+    def sweep_table(self, run_id, kind):
+        sweep = self.sweep(run_id, kind)
+        return None if sweep is None else sweep.table
+
 
 def screen_text(app) -> str:
     """The screen as plain text (from the compositor, as export_screenshot renders it)."""

@@ -302,6 +302,8 @@ class LabActions:
             self.views[view.run_id] = view
         if not self.lab_is_up():  # arrived while the app closes: nothing to draw on
             return
+        for line in view.unreadable:
+            self.log_pane.event(line, "warn")
         if self.viewed_id == view.run_id and self.viewed_job is None:
             self.plots.show(view)
 

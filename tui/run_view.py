@@ -35,6 +35,7 @@ class RunView:
     # plots that show only those redraw on these, not on every training step.
     evaluated: int = 0
     swept: int = 0
+    unreadable: list[str] = field(default_factory=list)  # damaged files of a stored run
 
     @property
     def label(self) -> str:
@@ -57,15 +58,21 @@ class RunView:
                    name=record.name)
         view.train_history = list(store.train_history(record.id))
         view.val_history = list(store.val_history(record.id))
-        pl = store.predictions(record.id)
+        from cnnprobe.store import UnreadableFile
+
+        try:
+            pl = store.predictions(record.id)
+        except UnreadableFile as exc:  # the other plots still show; the lab logs the line
+            pl = None
+            view.unreadable.append(str(exc))
         if pl is not None:
             import numpy as np
 
             view.predictions, view.labels = (np.asarray(a, dtype=np.float64) for a in pl)
         for kind in ("resolution", "distractors"):
-            sweep = store.sweep(record.id, kind)
-            if sweep is not None:
-                view.sweeps[kind] = sweep.table
+            table = store.sweep_table(record.id, kind)  # its samples file is not needed
+            if table is not None:
+                view.sweeps[kind] = table
         return view
 
 

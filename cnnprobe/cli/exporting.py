@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from cnnprobe.cli.tables import print_json
+from cnnprobe.cli.tables import print_json, warn
 from cnnprobe.report.export import FORMATS, export_comparison, export_run
 from cnnprobe.report.formatting import num
 from cnnprobe.report.summary import comparison
@@ -28,7 +28,8 @@ def cmd_export(args: argparse.Namespace, console: Console, store: RunStore) -> i
                               "several runs")
     written = []
     for run_id in run_ids:
-        written += export_run(store, run_id, args.format, args.out, force=args.force)
+        written += export_run(store, run_id, args.format, args.out, force=args.force,
+                              warn=warn)
     if args.json:
         print_json({"files": [str(p) for p in written]})
     else:
@@ -80,7 +81,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p = sub.add_parser("export", parents=[common], help="write run summaries to files",
                        description="Write each run's summary (config, metrics, describe(), "
                                    "sweeps, text plots; CSV: history, sweeps, predictions) to "
-                                   "exports/ or --out. Existing files are kept unless --force.")
+                                   "exports/ or --out. Existing files are kept unless --force; "
+                                   "a device, FIFO or dangling symlink is never written.")
     p.add_argument("runs", nargs="+", metavar="RUN", help=RUN_HELP)
     p.add_argument("--format", choices=FORMATS, default="md", help="md, json or csv "
                    "(default: md)")
@@ -100,4 +102,5 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 def _out_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="PATH",
                    help="a file, or a folder (existing, or ending in /); default: exports/")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--force", action="store_true", help="overwrite existing files (regular "
+                   "files only: never a device, FIFO or socket)")

@@ -120,8 +120,8 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
     elif rec.best_val_mae is not None:
         console.print(f"best validation MAE so far: {num(rec.best_val_mae)}")
     for info_row in store.sweeps(run_id):
-        sweep = store.sweep(run_id, info_row["kind"])
-        console.print(frame_table(sweep.table, f"{info_row['kind']} sweep "
+        sweep = store.sweep_table(run_id, info_row["kind"])  # its samples file is not read
+        console.print(frame_table(sweep, f"{info_row['kind']} sweep "
                                                f"({info_row['options'].get('which')} "
                                                f"checkpoint, {ago(info_row['created_at'])})"))
         console.print(f"  measured with: {describe(info_row['options'].get('measured'))}",

@@ -5,15 +5,18 @@ re-evaluations) with a computed verdict and plots, on the terminal or in files."
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cnnprobe.cli.records import confirm_delete
-from cnnprobe.cli.tables import print_json
+from cnnprobe.cli.tables import print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.report.formatting import num
 from cnnprobe.store import RunStore, StoreError
+from cnnprobe.studies.capacity import CONFIRM_TRIALS, WORKER_MEMORY
 
 PLAN_HELP = "a built-in study (resolution, pretrained, pooling, position, distractors, " \
             "count, area) or a plan file ending in .toml"
@@ -51,6 +54,8 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
         console.print(f"study [bold]{plan.name}[/bold]: {len(plan.variants)} variants × "
                       f"{len(plan.seeds)} seeds = {len(trials)} trials ({plan.source})",
                       highlight=False)
+    if not _confirm_size(args, console, store, plan):
+        return 1
     done = [0]
     steps: dict[str, int] = {}  # trial key -> training steps done
     # One bar over every training step of the trials to train: its ETA counts steps.
@@ -88,7 +93,8 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
                                  gpus_per_trial=args.gpus_per_trial, backend=args.backend,
                                  address=args.address, max_retries=args.max_retries,
                                  cpus_per_trial=args.cpus_per_trial,
-                                 ship_code=args.ship_code)
+                                 ship_code=args.ship_code, on_note=lambda line: console.print(
+                                     line, highlight=False, markup=False))
     if args.json:
         print_json({"study": plan.name, "trained": progress.trained, "kept": progress.kept,
                     "failed": progress.failed, "skipped": progress.skipped,
@@ -100,6 +106,32 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
                          f"; `cnnprobe study show {args.study}{_same_study(args)}` reports it"),
                       highlight=False)
     return 130 if progress.cancelled else 0
+
+
+def _confirm_size(args: argparse.Namespace, console: Console, store: RunStore, plan) -> bool:
+    """Whether to start: yes unless more than CONFIRM_TRIALS trials are to be trained, then
+    with --yes, or asked on a terminal with the count and a time estimate; StoreError-style
+    refusal (one line, exit 1) without a terminal."""
+    from cnnprobe.studies.capacity import estimate, usable_cpus
+    from cnnprobe.studies.runner import pending_trials
+
+    todo = pending_trials(store, plan, args.retry_failed)
+    if len(todo) <= CONFIRM_TRIALS:
+        return True
+    workers = 1 if args.backend == "ray" else min(args.workers or 1, usable_cpus())
+    size = (f"study {plan.name} would train {len(todo):,} trials (more than "
+            f"{CONFIRM_TRIALS}), {estimate(store, plan.name, todo, workers)}")
+    if args.yes:
+        console.print(size, highlight=False, markup=False)
+        return True
+    if not sys.stdin.isatty():
+        raise StoreError(f"{size}: pass --yes to start it, or ask for fewer trials "
+                         "(--seeds, --scale, a smaller axis)")
+    answer = console.input(f"{escape(size)}. Start? \\[y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    console.print("nothing started")
+    return False
 
 
 def _command(args: argparse.Namespace, plan) -> str:
@@ -116,7 +148,10 @@ def _report(args: argparse.Namespace, store: RunStore):
     from cnnprobe.studies.report import study_report
 
     plan = _plan(args)
-    return study_report(store, plan, command=_command(args, plan))
+    report = study_report(store, plan, command=_command(args, plan))
+    for line in report.unreadable:  # the rest of the report is shown; these are named
+        warn(line)
+    return report
 
 
 def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) -> int:
@@ -264,9 +299,14 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         if verb == "run":
             v.add_argument("--retry-failed", action="store_true",
                            help="train failed and skipped trials again")
+            v.add_argument("--yes", action="store_true",
+                           help=f"start a study of more than {CONFIRM_TRIALS} trials to train "
+                                "without asking (it shows the count and a time estimate)")
             v.add_argument("--workers", type=int, default=None,
                            help="trials in parallel worker processes (default: one per GPU, "
-                                "else 1); on the CPU they share its cores")
+                                "else 1); on the CPU they share its cores; capped to the "
+                                f"usable CPUs, the memory (about {WORKER_MEMORY / 2**30:.1f} "
+                                "GiB each) and the trials")
             v.add_argument("--gpus-per-trial", type=float, default=None, metavar="F",
                            help="share of a GPU per trial, e.g. 0.25 runs four on each GPU")
             v.add_argument("--backend", choices=("local", "ray"), default="local",

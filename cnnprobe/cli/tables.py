@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from rich import box
@@ -20,6 +21,12 @@ STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
 def print_json(data: Any) -> None:
     """Strict JSON on stdout: NaN and infinities become null."""
     print(json.dumps(finite(data), indent=2, allow_nan=False))
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something left out that did not stop the command (a damaged
+    file of one run in a report of several): `cnnprobe: warning: ...`."""
+    print(f"cnnprobe: warning: {message}", file=sys.stderr)
 
 
 def status_text(rec: RunRecord) -> str:

@@ -8,6 +8,7 @@ JSON is strict: non-finite numbers (an undefined R², an infinite best MAE) beco
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,14 @@ def comparison_csv(comp: dict[str, Any]) -> str:
 
 
 def export_run(store: RunStore, run_id: str, fmt: str = "md", out: str | Path | None = None,
-               *, force: bool = False) -> list[Path]:
-    """Write one run's summary; returns the files written."""
+               *, force: bool = False, warn: Callable[[str], None] | None = None
+               ) -> list[Path]:
+    """Write one run's summary; returns the files written. A damaged file of the run
+    (summary["unreadable"]) leaves its part out and is told to `warn`, one line each."""
     summary = run_summary(store, run_id)
+    for line in summary["unreadable"]:
+        if warn is not None:
+            warn(line)
     stem = f"{run_id[:8]}-{slug(summary['name'])}"
     if fmt == "csv":
         texts = summary_csv(summary)

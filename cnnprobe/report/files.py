@@ -1,11 +1,14 @@
 """Writing report files: every file of an export or none, never over an existing one
-unless asked, each appearing whole (store.files.atomic_write)."""
+unless asked, each appearing whole (store.files.atomic_write). Only regular files are
+written: a device, FIFO, socket or dangling symlink at a target is refused, --force or not;
+a symlink to a regular file counts as that file (replaced with --force, the link kept)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from cnnprobe.store.files import atomic_write
+from cnnprobe.store.files import DiskFull, NotRegularFile, atomic_write, write_target
 
 DEFAULT_DIR = Path("exports")
 
@@ -33,8 +36,15 @@ def targets(out: str | Path | None, stem: str, ext: str, parts: list[str] | None
 
 def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
     """Write every file or none: all targets are checked before the first is written."""
+    for path in files:
+        try:
+            write_target(path)
+        except NotRegularFile as exc:
+            raise ExportError(f"{exc}; pass --out another path") from exc
+        except OSError:
+            pass  # a folder in the way or no permission: said below, with the path
     if not force:
-        taken = [p for p in files if p.exists()]
+        taken = [p for p in files if os.path.lexists(p)]
         if taken:
             raise ExportError(f"{taken[0]} exists: pass --force to overwrite it, or --out "
                               "another path")
@@ -54,6 +64,8 @@ def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
     for path, text in files.items():
         try:
             atomic_write(path, lambda f, t=text: f.write(t.encode()))
+        except DiskFull as exc:
+            raise ExportError(str(exc)) from exc
         except OSError as exc:
             raise ExportError(f"cannot write {path} ({exc.strerror or exc}): pass --out a "
                               "writable path") from exc

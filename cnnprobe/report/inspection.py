@@ -29,6 +29,7 @@ from cnnprobe.inspect import Activation
 from cnnprobe.report.files import ExportError
 from cnnprobe.report.heatmap import NORMALIZE, apply_cmap, to_unit, value_range
 from cnnprobe.report.markdown import table
+from cnnprobe.store.files import kind_of
 
 MAX_CHANNELS = 32
 COLUMNS = 8
@@ -106,6 +107,10 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
         raise ExportError(f"{out} is not empty ({len(existing)} entries, e.g. "
                           f"{existing[0].name}): pass --overwrite to replace its inspection "
                           "files, or --out a new folder")
+    for p in existing:  # a FIFO or device where a file of ours goes: never opened
+        if _ours(p) and not p.is_symlink() and kind_of(p.lstat().st_mode) is not None:
+            raise ExportError(f"{p} is {kind_of(p.lstat().st_mode)}, not a regular file: "
+                              "--overwrite never replaces one; pass --out another folder")
     nearest = out if out.is_dir() else next(a for a in out.absolute().parents if a.exists())
     if not nearest.is_dir():
         raise ExportError(f"cannot create {out}: {nearest} is a file, not a folder; pass --out "
@@ -114,6 +119,11 @@ def check_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
         raise ExportError(f"cannot write to {nearest} (permission denied): pass --out a "
                           "writable folder")
     return out
+
+
+def _ours(p: Path) -> bool:
+    """Whether `p` is named as a file export_inspection writes."""
+    return bool(_OWN.match(p.name)) or p.name in (NPZ_NAME, CSV_NAME, MD_NAME)
 
 
 def free_out_dir(base: str | Path) -> Path:
@@ -132,8 +142,8 @@ def _prepare(out: Path, overwrite: bool) -> None:
     check_out_dir(out, overwrite)
     existing = sorted(out.iterdir()) if out.is_dir() else []
     for p in existing:  # files of an earlier export with more layers would otherwise linger
-        if p.is_file() and (_OWN.match(p.name) or p.name in (NPZ_NAME, CSV_NAME, MD_NAME)):
-            p.unlink()
+        if _ours(p) and (p.is_symlink() or p.is_file()):
+            p.unlink()  # a symlink itself, never where it leads (a dangling one included)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

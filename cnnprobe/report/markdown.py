@@ -133,6 +133,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
              f"Run `{s['id']}`: {cfg['task']['name']} with {cfg['model']['name']} at "
              f"{cfg['task']['height']}x{cfg['task']['width']}, **{s['status']}**"
              + (f" ({s['reason']})" if s["reason"] else "") + "."]
+    if s.get("unreadable"):  # damaged files: their parts are left out below
+        parts += ["## Unreadable files", "\n".join(f"- {line}" for line in s["unreadable"])]
     v = s["versions"]
     record = [["id", s["id"]], ["name", s["name"]], ["kind", s["kind"]],
               ["parent", s["parent_id"]], ["status", s["status"]], ["reason", s["reason"]],

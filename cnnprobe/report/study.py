@@ -221,6 +221,8 @@ def study_markdown(data: dict[str, Any]) -> str:
     if data.get("missing"):
         parts.append(f"{data['missing']} trials are not in the store yet: the numbers are "
                      "over the trials that are.")
+    if data.get("unreadable"):  # damaged trial files: the numbers made from them left out
+        parts += ["## Unreadable files", "\n".join(f"- {line}" for line in data["unreadable"])]
     rows = []
     for label, v in data["variants"].items():
         s = v["metrics"].get(metric)

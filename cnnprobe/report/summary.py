@@ -8,7 +8,7 @@ from typing import Any
 
 from cnnprobe.measurement import best_of
 from cnnprobe.report.formatting import flat_config
-from cnnprobe.store import RunStore
+from cnnprobe.store import RunStore, UnreadableFile
 
 SUMMARY_FORMAT = "cnnprobe.run/1"
 COMPARISON_FORMAT = "cnnprobe.comparison/1"
@@ -28,7 +28,12 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
     out["train_history"] = store.train_history(run_id)
     out["val_history"] = store.val_history(run_id)
     out["best_validation"] = best_of(out["val_history"])  # the `best` checkpoint's row
-    pairs = store.predictions(run_id)
+    out["unreadable"] = []  # one line per damaged file: its part is left out, the rest shown
+    try:
+        pairs = store.predictions(run_id)
+    except UnreadableFile as exc:
+        pairs = None
+        out["unreadable"].append(str(exc))
     out["predictions"] = None
     out["describe"] = None
     if pairs is not None:
@@ -40,10 +45,14 @@ def run_summary(store: RunStore, run_id: str) -> dict[str, Any]:
         out["describe"] = frame.describe().to_dict()
     out["sweeps"] = {}
     for info in store.sweeps(run_id):
-        sweep = store.sweep(run_id, info["kind"])
+        try:
+            samples = store.sweep(run_id, info["kind"]).samples
+        except UnreadableFile as exc:  # the table is in the index: shown without samples
+            samples = {}
+            out["unreadable"].append(str(exc))
         out["sweeps"][info["kind"]] = {
-            **info, "table": sweep.table.to_dict(orient="records"),
-            "samples": {k: v.tolist() for k, v in sweep.samples.items()}}
+            **info, "table": store.sweep_table(run_id, info["kind"]).to_dict(orient="records"),
+            "samples": {k: v.tolist() for k, v in samples.items()}}
     out["evaluations"] = store.evaluations(run_id)
     info, probes = store.probes_info(run_id), store.probes(run_id)
     out["probes"] = None if info is None or probes is None else {
@@ -69,7 +78,7 @@ def comparison(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
     sweeps: dict[str, dict[str, dict[str, float]]] = {}
     for rec in records:
         for info in store.sweeps(rec.id):
-            table = store.sweep(rec.id, info["kind"]).table
+            table = store.sweep_table(rec.id, info["kind"])  # the samples file is not needed
             col = sweeps.setdefault(info["kind"], {})
             for row in table.to_dict(orient="records"):
                 col.setdefault(str(row[info["kind"]]), {})[rec.id] = row["mae"]

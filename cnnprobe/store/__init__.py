@@ -20,9 +20,10 @@ from cnnprobe.store.records import (
     RunRecord,
     StoredSweep,
     StoreError,
+    UnreadableFile,
     default_name,
 )
 
 __all__ = ["CHECKPOINTS", "DB_NAME", "DEFAULT_ROOT", "SCHEMA_VERSION", "STATUSES",
            "SWEEP_KINDS", "Checkpoint", "RunRecord", "RunStore", "StoreError", "StoredSweep",
-           "default_name", "default_root", "export_run", "import_run"]
+           "UnreadableFile", "default_name", "default_root", "export_run", "import_run"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnprobe.config import RunConfig
 from cnnprobe.store.database import StoreDatabase
-from cnnprobe.store.files import peek_checkpoint, read_arrays, write_arrays
+from cnnprobe.store.files import damage, peek_checkpoint, read_arrays, write_arrays
 from cnnprobe.store.provenance import hostname, process_alive, process_token
 from cnnprobe.store.records import (
     CHECKPOINTS,
@@ -24,6 +24,7 @@ from cnnprobe.store.records import (
     Checkpoint,
     StoredSweep,
     StoreError,
+    UnreadableFile,
 )
 
 
@@ -40,6 +41,21 @@ def _dumps(value: Any) -> str:
 
 def _number(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _sweep_command(run_id: str, kind: str, options: str) -> str:
+    """The `cnnprobe sweep` command that makes this stored sweep again (its options)."""
+    try:
+        o = json.loads(options)
+        extra = [f"--which {o['which']}"] if o.get("which") else []
+        extra += [f"--n {int(o['n'])}"] if o.get("n") else []
+        if kind == "resolution" and o.get("resolutions"):
+            extra.append("--resolutions " + ",".join(str(int(r)) for r in o["resolutions"]))
+        if kind == "distractors" and o.get("max_distractors") is not None:
+            extra.append(f"--max-distractors {int(o['max_distractors'])}")
+    except (TypeError, ValueError, KeyError, AttributeError):
+        extra = []
+    return " ".join(["cnnprobe sweep", run_id[:8], "--kind", kind, *extra])
 
 
 class RunArtifacts(StoreDatabase):
@@ -156,10 +172,29 @@ class RunArtifacts(StoreDatabase):
                      labels=labels)
 
     def predictions(self, run_id: str):  # -> tuple[np.ndarray, np.ndarray] | None
-        """(predictions, labels) of the run's last evaluation, or None."""
-
-        arrays = read_arrays(self.run_dir(run_id) / "predictions.npz")
-        return None if arrays is None else (arrays["predictions"], arrays["labels"])
+        """(predictions, labels) of the run's final validation, or None. UnreadableFile,
+        naming the file, the run and the command that rewrites it, if it is damaged."""
+        path = self.run_dir(run_id) / "predictions.npz"
+        try:
+            arrays = read_arrays(path)
+            if arrays is None:
+                return None
+            pairs = arrays["predictions"], arrays["labels"]
+            if pairs[0].ndim == 0 or pairs[1].ndim == 0 or len(pairs[0]) != len(pairs[1]):
+                raise ValueError(f"arrays of shapes {pairs[0].shape} (predictions) and "
+                                 f"{pairs[1].shape} (labels) do not pair up")
+            return pairs
+        except (UnreadableFile, KeyError, ValueError, IndexError) as exc:
+            why = str(exc) if isinstance(exc, UnreadableFile) else \
+                f"{path} is unreadable ({damage(exc)})"
+            try:
+                config = json.loads(self._read("SELECT config FROM runs WHERE id = ?",
+                                               (run_id,))[0]["config"])
+                n = f" --n {int(config['train']['val_size'])}"
+            except (IndexError, KeyError, TypeError, ValueError):
+                n = ""
+            raise UnreadableFile(f"run {run_id[:8]}: {why}; `cnnprobe eval {run_id[:8]}{n}` "
+                                 "(its own settings) rewrites it", path, run_id) from exc
 
     # -- metric history
     def train_history(self, run_id: str) -> list[dict[str, float]]:
@@ -190,17 +225,35 @@ class RunArtifacts(StoreDatabase):
                       (run_id, kind, time.time(), _dumps(options or {}),
                        _dumps(table.to_dict(orient="records"))))
 
-    def sweep(self, run_id: str, kind: str) -> StoredSweep | None:
-        """The run's stored sweep of this kind (samples empty if their file is gone), or None."""
+    def sweep_table(self, run_id: str, kind: str):  # -> pandas.DataFrame | None
+        """The table of the run's stored sweep of this kind (one row per swept value), from
+        the index alone: its samples file is not read. None if there is no such sweep."""
         import pandas as pd
-
 
         rows = self._read("SELECT rows FROM sweeps WHERE run_id = ? AND kind = ?",
                           (run_id, kind))
+        return pd.DataFrame(json.loads(rows[0]["rows"])) if rows else None
+
+    def sweep(self, run_id: str, kind: str) -> StoredSweep | None:
+        """The run's stored sweep of this kind (samples empty if their file is gone), or None.
+        UnreadableFile, naming the file, the run and the command that rewrites it, if the
+        samples file is damaged."""
+        import pandas as pd
+
+        rows = self._read("SELECT rows, options FROM sweeps WHERE run_id = ? AND kind = ?",
+                          (run_id, kind))
         if not rows:
             return None
-        arrays = read_arrays(self.root / run_id / f"sweep-{kind}.npz") or {}
-        return StoredSweep(pd.DataFrame(json.loads(rows[0]["rows"])), pd.DataFrame(arrays))
+        path = self.root / run_id / f"sweep-{kind}.npz"
+        try:
+            samples = pd.DataFrame(read_arrays(path) or {})
+        except (UnreadableFile, ValueError) as exc:
+            why = str(exc) if isinstance(exc, UnreadableFile) else \
+                f"{path} is unreadable ({damage(exc)})"
+            again = _sweep_command(run_id, kind, rows[0]["options"])
+            raise UnreadableFile(f"run {run_id[:8]}: {why}; `{again}` rewrites it", path,
+                                 run_id) from exc
+        return StoredSweep(pd.DataFrame(json.loads(rows[0]["rows"])), samples)
 
     def sweeps(self, run_id: str) -> list[dict[str, Any]]:
         """kind, created_at and options of each stored sweep of the run."""

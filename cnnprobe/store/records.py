@@ -18,6 +18,15 @@ class StoreError(Exception):
     """A store, run or file problem a user can fix; the message is one line saying how."""
 
 
+class UnreadableFile(StoreError):
+    """One of a run's files (predictions.npz, sweep-*.npz) is damaged: the run's other data
+    still reads, so a report shows the rest and names this file (`path`) and run."""
+
+    def __init__(self, message: str, path: Path, run_id: str = "") -> None:
+        super().__init__(message)
+        self.path, self.run_id = Path(path), run_id
+
+
 @dataclass
 class RunRecord:
     """One run as the store knows it (no tensors)."""

@@ -87,6 +87,9 @@ class StudyReport:
     notes: list[str] = field(default_factory=list)  # what the numbers cover, in words
     controls: str = ""  # the plan's design: what is held fixed, what else differs
     parameters: dict[str, list[int]] = field(default_factory=dict)  # label -> counts seen
+    # one line per damaged trial file (file, run, the command that rewrites it): the
+    # numbers made from it are left out, the rest of the report stands
+    unreadable: list[str] = field(default_factory=list)
 
     def sweep_kinds(self) -> list[str]:
         """The sweep kinds any variant has, in a fixed order."""
@@ -111,6 +114,7 @@ class StudyReport:
                 "notes": list(self.notes), "controls": self.controls,
                 "comparisons": {g: [c.as_dict() for c in cs]
                                 for g, cs in self.comparisons.items()},
+                "unreadable": self.unreadable,
                 "sweep_metrics": {k: self.sweep_metric(k) for k in self.sweep_kinds()},
                 "variants": {v: {"task": self.tasks.get(v, ""),
                                  "learned": (self.learned[v].as_dict() if v in self.learned
@@ -159,10 +163,10 @@ def _trial_sweeps(store: RunStore, run_id: str) -> dict[str, dict[float, dict[st
     out: dict[str, dict[float, dict[str, float]]] = {}
     for info in store.sweeps(run_id):
         kind = info["kind"]
-        sweep = store.sweep(run_id, kind)
-        if sweep is None:
+        table = store.sweep_table(run_id, kind)  # from the index: its samples file unread
+        if table is None:
             continue
-        for row in sweep.table.to_dict(orient="records"):
+        for row in table.to_dict(orient="records"):
             point = _plain(row.get(kind))
             if _number(point) is None:
                 continue
@@ -225,6 +229,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     runs: dict[str, list[str]] = {}
     parameters: dict[str, list[int]] = {}
     missing = 0
+    unreadable: list[str] = []
     for trial in plan.trials():
         per.setdefault(trial.variant, {})
         task_of[trial.variant] = trial.config.task.name
@@ -240,8 +245,9 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         if rec.parameters and rec.parameters not in parameters.setdefault(trial.variant, []):
             parameters[trial.variant].append(rec.parameters)
         if rec.status == "finished":
-            per[trial.variant][trial.seed] = {m: v for m, v in trial_metrics(store, rec).items()
-                                              if m not in NOT_METRICS}
+            per[trial.variant][trial.seed] = {
+                m: v for m, v in trial_metrics(store, rec, unreadable).items()
+                if m not in NOT_METRICS}
             per_sweep.setdefault(trial.variant, {})[trial.seed] = _trial_sweeps(store, rec.id)
             per_eval.setdefault(trial.variant, {})[trial.seed] = _trial_evaluations(store,
                                                                                     rec.id)
@@ -314,4 +320,4 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
                        command, task_of, learned, comparisons, notes, plan.controls,
-                       parameters)
+                       parameters, unreadable)

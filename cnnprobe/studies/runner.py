@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnprobe.config import ConfigError
-from cnnprobe.store import RunRecord, RunStore
+from cnnprobe.store import RunRecord, RunStore, UnreadableFile
+from cnnprobe.studies.capacity import fit_slots
 from cnnprobe.studies.plan import StudyPlan, Trial
 from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
 
 __all__ = ["FINETUNE_FACTOR", "StudyProgress", "run_study", "stored_studies", "study_tag",
-           "trial_metrics", "trial_records", "trial_slots"]
+           "kept_trial", "pending_trials", "trial_metrics", "trial_records", "trial_slots"]
 
 
 
@@ -75,19 +76,22 @@ def trial_records(store: RunStore, name: str) -> dict[str, RunRecord]:
     return out
 
 
-def trial_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+def trial_metrics(store: RunStore, rec: RunRecord,
+                  unreadable: list[str] | None = None) -> dict[str, float]:
     """A finished trial's numbers: its final metrics, `finetune_*` from its fine-tune and
-    `heldout_*` from a held-out-quadrant evaluation of a uniform-split trial."""
+    `heldout_*` from a held-out-quadrant evaluation of a uniform-split trial. A damaged
+    file of the trial leaves out the numbers made from it; its line goes to `unreadable`."""
     out = {k: v for k, v in (rec.metrics or {}).items() if k != "n"}
     for ev in store.evaluations(rec.id):
         prefix = metric_prefix(ev.get("options", {}))
         if prefix:
             out.update({prefix + k: v for k, v in ev.get("metrics", {}).items() if k != "n"})
-    out.update(_derived_metrics(store, rec))
+    out.update(_derived_metrics(store, rec, unreadable))
     return out
 
 
-def _derived_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
+def _derived_metrics(store: RunStore, rec: RunRecord,
+                     unreadable: list[str] | None = None) -> dict[str, float]:
     """Numbers computed from what the trial stored:
 
     - `mean_guess_mae`: the MAE of always predicting the mean of its validation labels,
@@ -97,19 +101,24 @@ def _derived_metrics(store: RunStore, rec: RunRecord) -> dict[str, float]:
       size it was trained at (1 = no loss anywhere; unitless);
     - `distractors_max_mae`: its worst MAE over the distractor sweep."""
     out: dict[str, float] = {}
-    stored = store.predictions(rec.id)
+    try:
+        stored = store.predictions(rec.id)
+    except UnreadableFile as exc:  # the trial's other metrics stand; the caller hears it
+        stored = None
+        if unreadable is not None:
+            unreadable.append(str(exc))
     if stored is not None and len(stored[1]):
         labels = stored[1].astype("float64").reshape(len(stored[1]), -1)
         out["mean_guess_mae"] = float(abs(labels - labels.mean(axis=0)).mean())
-    sweep = store.sweep(rec.id, "resolution")
-    if sweep is not None and len(sweep.table):
-        rows = {int(r["resolution"]): float(r["mae"]) for r in sweep.table.to_dict("records")}
+    table = store.sweep_table(rec.id, "resolution")  # the index's table: no samples file
+    if table is not None and len(table):
+        rows = {int(r["resolution"]): float(r["mae"]) for r in table.to_dict("records")}
         at = rows.get(rec.config.task.height)
         if at and math.isfinite(at) and at > 0:
             out["resolution_ratio"] = max(rows.values()) / at
-    sweep = store.sweep(rec.id, "distractors")
-    if sweep is not None and len(sweep.table):
-        out["distractors_max_mae"] = float(sweep.table["mae"].max())
+    table = store.sweep_table(rec.id, "distractors")
+    if table is not None and len(table):
+        out["distractors_max_mae"] = float(table["mae"].max())
     return out
 
 
@@ -186,11 +195,14 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
               on_trial: OnTrial | None = None, on_step: OnStep | None = None,
               workers: int | None = None, gpus_per_trial: float | None = None,
               backend: str = "local", address: str | None = None, max_retries: int = 2,
-              cpus_per_trial: float = 1.0, ship_code: bool = False) -> StudyProgress:
+              cpus_per_trial: float = 1.0, ship_code: bool = False,
+              on_note: Callable[[str], None] | None = None) -> StudyProgress:
     """Train every missing trial of `plan` into `store`: in this process or in parallel
-    worker processes (backend "local", see trial_slots), or as Ray tasks on a local Ray
-    instance or the cluster at `address` (backend "ray", see ray_backend). `on_trial`
-    hears each trial's outcome and `on_step` its training steps."""
+    worker processes (backend "local", see trial_slots; never more than the machine's
+    CPUs and memory hold nor than the trials, capacity.fit_slots), or as Ray tasks on a
+    local Ray instance or the cluster at `address` (backend "ray", see ray_backend).
+    `on_trial` hears each trial's outcome, `on_step` its training steps and `on_note` a
+    line such as why the workers were capped."""
     if backend not in BACKENDS:
         raise ConfigError("--backend", backend, f"one of {', '.join(BACKENDS)}")
     slots: list[str | None] = []
@@ -224,6 +236,7 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
     elif len(slots) == 1 and slots[0] is None:
         _run_here(store, plan, todo, cancel, progress, on_trial, on_step)
     else:
+        slots = fit_slots(slots, len(todo), on_note)
         _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
     return progress
 
@@ -235,10 +248,7 @@ def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
     todo = []
     for trial in plan.trials():
         rec = stored.get(trial.key)
-        keep = rec is not None and (
-            rec.status in ("finished", "running")
-            or (rec.status in ("failed", "skipped") and not retry_failed))
-        if keep:
+        if kept_trial(rec, retry_failed):
             progress.kept.append(trial.key)
             if on_trial:
                 on_trial(trial, "running elsewhere" if rec.status == "running" else "kept",
@@ -248,6 +258,19 @@ def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
             _delete_trial(store, plan.name, trial.key, rec.id)
         todo.append(trial)
     return todo
+
+
+def pending_trials(store: RunStore, plan: StudyPlan, retry_failed: bool = False
+                   ) -> list[Trial]:
+    """The trials `run_study` would train, found without changing the store."""
+    stored = trial_records(store, plan.name)
+    return [t for t in plan.trials() if not kept_trial(stored.get(t.key), retry_failed)]
+
+
+def kept_trial(rec: RunRecord | None, retry_failed: bool) -> bool:
+    """Whether a trial's stored record stands (not trained again)."""
+    return rec is not None and (rec.status in ("finished", "running") or (
+        rec.status in ("failed", "skipped") and not retry_failed))
 
 
 def _delete_trial(store: RunStore, study: str, key: str, run_id: str) -> None:

@@ -27,6 +27,7 @@ from cnnprobe.errors import first_line
 from cnnprobe.report.formatting import num
 from cnnprobe.store import StoreError
 from cnnprobe.studies.builtin import BUILTIN, SCALES
+from cnnprobe.studies.capacity import CONFIRM_TRIALS
 from cnnprobe.studies.live import StudyState
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class StudiesScreen(Screen[None]):
         self._drawn = (-1, -1)  # (state, version) the trial grid shows
         self._reported = (-1, -1)  # (state, finished_version) the report shows
         self._generation = 0
+        self._confirmed: tuple[str, str, int] | None = None  # a big grid asked to start
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -190,6 +192,14 @@ class StudiesScreen(Screen[None]):
             self.say(first_line(exc))
             self.notify(first_line(exc), title="fix this first", severity="error", timeout=6)
             return
+        trials = len(plan.trials())
+        if trials > CONFIRM_TRIALS and self._confirmed != (plan.name, plan.source, trials):
+            # A big grid starts on a second press, after it was said how big it is.
+            self._confirmed = (plan.name, plan.source, trials)
+            self.say(f"study {plan.name} has {trials:,} trials (more than {CONFIRM_TRIALS}): "
+                     "ctrl+r again starts it")
+            return
+        self._confirmed = None
         self.say("")
         state = StudyState(plan)
         cancel = threading.Event()
@@ -321,6 +331,14 @@ def report_plot(report: StudyReport) -> str:
     return "\n\n".join(plots(report.as_dict()))
 
 
+def _log(app: Any, line: str) -> None:
+    """A line of the engine's (e.g. workers capped) into the lab's log, from a thread."""
+    try:
+        app.call_from_thread(app.log_pane.event, line, "warn")
+    except RuntimeError:  # the app is closing
+        pass
+
+
 def run_study_thread(app: Any, state: StudyState, cancel: threading.Event,
                      options: dict[str, Any]) -> None:
     """The study's worker thread: the engine's run_study, its news into `state`."""
@@ -329,7 +347,8 @@ def run_study_thread(app: Any, state: StudyState, cancel: threading.Event,
     try:
         with app.worker_store() as store:
             progress = run_study(store, state.plan, cancel=cancel, on_trial=state.on_trial,
-                                 on_step=state.on_step, **options)
+                                 on_step=state.on_step, on_note=lambda line: _log(app, line),
+                                 **options)
         state.summary = (f"trained {len(progress.trained)}, kept {len(progress.kept)}, "
                          f"failed {len(progress.failed)}, skipped {len(progress.skipped)}"
                          + ("; stopped: ctrl+r continues it" if progress.cancelled else ""))
