@@ -21,7 +21,8 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,12 +153,29 @@ def _init_worker(cancel, events, threads: int, parent_pid: int) -> None:
     # Ctrl-C and a hangup reach the whole process group: the driver hears them too and
     # decides (it sets `cancel`). A SIGTERM to this worker alone stops its trial, stored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):
+    if hasattr(signal, "SIGHUP"):  # blocked since its spawn (_hangup_held): ignored now
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     signal.signal(signal.SIGTERM, lambda *_: setattr(_cancel, "terminated", True))
     import torch
 
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def _hangup_held() -> Iterator[None]:
+    """Processes started inside begin with SIGHUP blocked (a signal mask is inherited):
+    the pool's workers until their initializer ignores it, and multiprocessing's resource
+    tracker for good (it ignores SIGINT and SIGTERM itself, but a hangup, sent to the whole
+    process group, killed it: "resource_tracker: process died unexpectedly")."""
+    if not hasattr(signal, "SIGHUP") or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _worker_trial(root: str, trial: Trial, evaluations: tuple[str, ...],
@@ -323,8 +341,11 @@ def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step,
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import resource_tracker
 
     ctx = mp.get_context("spawn")
+    with _hangup_held():
+        resource_tracker.ensure_running()
     stop, events = ctx.Event(), ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     by_key = {t.key: t for t in todo}
@@ -358,8 +379,9 @@ def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step,
                     slot = free.pop(0)
                     if on_trial:
                         on_trial(trial, "training", None)
-                    fut = pool.submit(_worker_trial, str(store.root), trial,
-                                      plan.evaluations, slots[slot])
+                    with _hangup_held():  # a worker may be spawned here
+                        fut = pool.submit(_worker_trial, str(store.root), trial,
+                                          plan.evaluations, slots[slot])
                     running[fut] = (trial, slot)
                 if stop.is_set():
                     pending.clear()
