@@ -217,6 +217,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.show_pane("task")  # the tabs' state; the classes are already right
         self.open_store()
         self._model_table()
+        self.listen_for_stop_signals()
         self.set_interval(REFRESH_S, self.tick)
         if self.watch_store:
             self.set_interval(POLL_S, self.poll_store)
@@ -294,6 +295,7 @@ class CnnprobeApp(LabActions, App[None]):
 
     def on_unmount(self) -> None:
         self.stop_everything()
+        self.forget_stop_signals()
 
     def open_store(self) -> None:
         from cnnprobe.store import RunStore
@@ -669,7 +671,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnprobe-tui [--store DIR] [--theme dark|light] [--preset NAME]`."""
     args = build_parser().parse_args(argv)
     app = CnnprobeApp(args.store, preset=args.preset, theme=f"textual-{args.theme}")
+    return run_app(app)
+
+
+def run_app(app: CnnprobeApp) -> int:
+    """Run the lab; its exit status. Stopped by SIGTERM or SIGHUP, it says so on the
+    terminal (when one is left) and exits with 128 + the signal."""
     app.run()
+    if app.stop_signal:
+        try:
+            print(app.stopped_message(), file=sys.stderr)
+        except OSError:
+            pass
     return app.return_code or 0
 
 

@@ -8,6 +8,8 @@ messages; everything that touches a widget happens here, on the UI thread.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.measurement import describe
+from cnnprobe.stopping import STOP_SIGNALS, detach_if_hung_up, exit_code, signal_name
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
 from tui.run_view import RunView
@@ -26,6 +29,7 @@ from tui.widgets.plots import LazyPlot
 if TYPE_CHECKING:
     from tui.app import CnnprobeApp
 
+EXIT_GUARD_S = 15.0  # after a SIGTERM/SIGHUP, the UI's time to close once the work stopped
 REFRESH_S = 0.5  # the UI merges trainer events and redraws the progress line this often
 PLOT_EVERY_S = 1.0  # and redraws a live plot at most this often (bench/bench_tui.py),
 # or less often when a figure costs more: its CPU time at most this share of the interval,
@@ -84,6 +88,10 @@ class LabActions:
         self._memory = ("", 0.0)
         self._plotted_at = 0.0
         self._warned: set[str] = set()
+        self.stop_signal: int | None = None  # SIGTERM or SIGHUP, once one has come
+        self.stopped_runs: list[str] = []  # the runs training when it came
+        self._signal_handlers: dict[int, Any] = {}  # signal -> the handler it had
+        self._lab_closed = threading.Event()  # set when the app has unmounted
 
     # -- training
     def submit(self: CnnprobeApp, job: TrainJob) -> None:
@@ -554,7 +562,7 @@ class LabActions:
     def action_quit(self: CnnprobeApp) -> None:
         """Quit; a running training or sweep is stopped first and stored as cancelled."""
         if not self.lab.busy:
-            self.exit()
+            self.exit(return_code=self.quit_code())
             return
         if self.quitting:
             return
@@ -565,15 +573,100 @@ class LabActions:
         self.notify("stopping the run, then quitting…", timeout=5)
         self.run_worker(self._exit_when_stopped(), group="quit", exit_on_error=False)
 
+    def quit_code(self: CnnprobeApp) -> int:
+        """0, or 128 + the signal that made the app quit."""
+        return exit_code(self.stop_signal) if self.stop_signal else 0
+
     def stop_everything(self: CnnprobeApp) -> None:
         """However the app ends, no training outlives it by more than a step."""
         self.lab.stop_everything()
 
     async def _exit_when_stopped(self: CnnprobeApp) -> None:
-        for worker in list(self.workers):
-            if worker.group in ("train", "sweep", "export", "study"):
-                try:
-                    await worker.wait()
-                except Exception:  # noqa: BLE001 - a failed worker has stopped too
-                    pass
-        self.exit()
+        for worker in self._stopping_workers():
+            try:
+                await worker.wait()
+            except Exception:  # noqa: BLE001 - a failed worker has stopped too
+                pass
+        self.exit(return_code=self.quit_code())
+
+    def _stopping_workers(self: CnnprobeApp) -> list[Worker]:
+        return [w for w in list(self.workers)
+                if w.group in ("train", "sweep", "export", "study")]
+
+    # -- SIGTERM and SIGHUP (cnnprobe/stopping.py): quit as ctrl+q does
+    def listen_for_stop_signals(self: CnnprobeApp) -> None:
+        """From mount: SIGTERM and SIGHUP (an SSH connection dropped) go the way of ctrl+q,
+        through the event loop (Textual installs no handler for them: by default they kill
+        the process, and the training with it). Not where the loop cannot take signals (an
+        app run outside the main thread, Windows)."""
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            try:
+                loop.add_signal_handler(signum, self.on_stop_signal, signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            self._signal_handlers[signum] = previous
+
+    def forget_stop_signals(self: CnnprobeApp) -> None:
+        import asyncio
+        import signal
+
+        self._lab_closed.set()
+        handlers, self._signal_handlers = self._signal_handlers, {}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for signum, previous in handlers.items():
+            loop.remove_signal_handler(signum)
+            if previous is not None:
+                signal.signal(signum, previous)
+
+    def on_stop_signal(self: CnnprobeApp, signum: int) -> None:
+        """Stop and store the running work, then quit, as ctrl+q. After a hangup the
+        terminal is gone: the app's output goes to /dev/null from then on. Should the UI
+        be stuck all the same, a guard thread ends the process once the work has stopped."""
+        import signal
+
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            if signum == getattr(signal, "SIGHUP", None):
+                detach_if_hung_up()
+            self.stopped_runs = [j.run_id for j in self.lab.active.values() if j.run_id]
+            threading.Thread(target=self._exit_guard, args=(self._stopping_workers(),),
+                             daemon=True, name="cnnprobe-exit-guard").start()
+            if self.lab_is_up():
+                self.log_pane.event(f"{signal_name(signum)}: quitting", "warn")
+        self.action_quit()
+
+    def _exit_guard(self: CnnprobeApp, workers: list[Worker]) -> None:
+        while not all(w.is_finished for w in workers):
+            if self._lab_closed.wait(0.2):
+                return
+        if not self._lab_closed.wait(EXIT_GUARD_S):
+            os._exit(self.quit_code())  # the work is stored; the UI could not close
+
+    def stopped_message(self: CnnprobeApp) -> str:
+        """The line said on the terminal (if one is left) after a stop by a signal."""
+        said = f"cnnprobe-tui: stopped by {signal_name(self.stop_signal or 0)}"
+        runs = []
+        if self.stopped_runs:
+            from cnnprobe.store import RunStore
+
+            try:
+                with RunStore(self.store_root) as store:
+                    for run_id in self.stopped_runs:
+                        rec = store.get(run_id)
+                        runs.append(f"run {run_id[:8]} stored as {rec.status} at step "
+                                    f"{rec.steps_done}")
+            except Exception:  # noqa: BLE001 - the message must not fail the exit
+                runs = [f"run {r[:8]}" for r in self.stopped_runs]
+        if not runs:
+            return said
+        first = self.stopped_runs[0][:8]
+        return (f"{said}: {'; '.join(runs)} (`cnnprobe resume {first} --steps N` "
+                "continues it)")

@@ -2,7 +2,8 @@
 
 Every run it trains is recorded in the store (`--store DIR`, $CNNPROBE_STORE, or
 ./checkpoints). Errors a user can cause print one line, `cnnprobe: error: ...`, and exit
-2 for a usage or config error, 1 for a store or run error, 130 when interrupted.
+2 for a usage or config error, 1 for a store or run error, 128 + the signal when a
+training is stopped by one (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: stored as cancelled).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ re-evaluations) with a computed verdict and plots, on the terminal or in files."
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from rich.console import Console
@@ -13,8 +14,9 @@ from rich.table import Table
 
 from cnnprobe.cli.records import confirm_delete
 from cnnprobe.cli.tables import print_json, warn
-from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.cli.training import first_ctrl_c_cancels, stopped_line
 from cnnprobe.report.formatting import num
+from cnnprobe.stopping import exit_code
 from cnnprobe.store import RunStore, StoreError
 from cnnprobe.studies.capacity import CONFIRM_TRIALS, WORKER_MEMORY
 
@@ -63,20 +65,32 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
         "{task.fields[trials]}"), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn())
     kept: set[str] = set()
+    waited: set[str] = set()  # trials first found running elsewhere
     with Progress(*columns, console=console, disable=args.json, transient=True) as bar:
         task = bar.add_task(plan.name, total=None, trials="")
 
         def on_trial(trial, what: str, rec) -> None:
             if what == "training":
+                kept.discard(trial.key)  # taken over from a driver that is gone
                 steps.setdefault(trial.key, 0)
                 bar.update(task, total=sum(t.config.train.total_steps for t in trials
                                            if t.key not in kept))
                 return
-            if what in ("kept", "running elsewhere"):
+            if what.startswith("running elsewhere"):  # not done: its end is said later
                 kept.add(trial.key)
+                waited.add(trial.key)
+                if not args.json:
+                    console.print(f"{trial.variant} seed {trial.seed}: {what}; waiting for "
+                                  "it (taken over if its driver stops)", highlight=False,
+                                  markup=False)
+                return
+            if what == "kept":
+                kept.add(trial.key)
+                if trial.key in waited:
+                    what = f"{rec.status} elsewhere" if rec is not None else "done elsewhere"
             done[0] += 1
             bar.update(task, trials=f"{done[0]}/{len(trials)} trials")
-            if not args.json and what not in ("kept",):
+            if not args.json and what != "kept":
                 mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
                     else "-"
                 console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
@@ -98,14 +112,20 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     if args.json:
         print_json({"study": plan.name, "trained": progress.trained, "kept": progress.kept,
                     "failed": progress.failed, "skipped": progress.skipped,
-                    "cancelled": progress.cancelled})
+                    "cancelled": progress.cancelled, "elsewhere": progress.elsewhere})
     else:
+        elsewhere = (f", running elsewhere {len(progress.elsewhere)}" if progress.elsewhere
+                     else "")
         console.print(f"trained {len(progress.trained)}, kept {len(progress.kept)}, failed "
-                      f"{len(progress.failed)}, skipped {len(progress.skipped)}"
+                      f"{len(progress.failed)}, skipped {len(progress.skipped)}{elsewhere}"
                       + ("; stopped: run it again to continue" if progress.cancelled else
                          f"; `cnnprobe study show {args.study}{_same_study(args)}` reports it"),
                       highlight=False)
-    return 130 if progress.cancelled else 0
+        line = stopped_line(cancel, "the trials in flight are stored as cancelled; run it "
+                                    "again to continue") if progress.cancelled else None
+        if line:
+            console.print(line, highlight=False, markup=False)
+    return exit_code(cancel.signum or signal.SIGINT) if progress.cancelled else 0
 
 
 def _confirm_size(args: argparse.Namespace, console: Console, store: RunStore, plan) -> bool:

@@ -1,6 +1,7 @@
 """`cnnprobe train`, `resume` and `finetune`: a run trained with a progress bar, recorded
-in the store. The first Ctrl-C stops at the next step and keeps the run (cancelled, with
-a checkpoint to resume from); a second one aborts."""
+in the store. The first Ctrl-C, a SIGTERM or a SIGHUP (the terminal gone) stops at the
+next step and keeps the run (cancelled, with a checkpoint to resume from; exit status
+128 + the signal); a second Ctrl-C aborts."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_
 from cnnprobe.cli.tables import metrics_table, print_json
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import best_of, describe
+from cnnprobe.stopping import STOP_SIGNALS, StopFlag, detach_if_hung_up, exit_code, signal_name
 from cnnprobe.store import RunStore
 
 Start = Callable[[list, threading.Event, Callable[[str], None]], tuple]
@@ -31,20 +33,45 @@ Start = Callable[[list, threading.Event, Callable[[str], None]], tuple]
 
 @contextmanager
 def first_ctrl_c_cancels(console: Console, what: str = "stopping at the next step"
-                         ) -> Iterator[threading.Event]:
-    """A cancel flag the first Ctrl-C sets; the second raises KeyboardInterrupt."""
-    cancel = threading.Event()
+                         ) -> Iterator[StopFlag]:
+    """A cancel flag the first Ctrl-C sets (the second raises KeyboardInterrupt), and
+    SIGTERM and SIGHUP too (cnnprobe/stopping.py): the run stops at its next step, stored
+    as cancelled. A hung-up terminal is detached first, so that nothing printed after fails;
+    a SIGTERM or SIGHUP while stopping changes nothing (a shell resends SIGHUP to its jobs)."""
+    cancel = StopFlag()
+
+    def say(text: str) -> None:
+        try:
+            console.log(text)
+        except OSError:
+            pass  # the terminal is gone: the run is stored all the same
 
     def on_sigint(signum: int, frame: object) -> None:
-        console.log(f"{what} (Ctrl-C again to abort)")
-        cancel.set()
+        say(f"{what} (Ctrl-C again to abort)")
+        cancel.stop_by(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    def on_stop(signum: int, frame: object) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            detach_if_hung_up()
+        if cancel.stop_by(signum):
+            say(f"{signal_name(signum)}: {what}")
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint)}
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.signal(signum, on_stop)
     try:
         yield cancel
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stopped_line(cancel: StopFlag, what: str) -> str | None:
+    """The line said after a stop by SIGTERM or SIGHUP (None for Ctrl-C or no signal)."""
+    if cancel.signum not in STOP_SIGNALS:
+        return None
+    return f"stopped by {signal_name(cancel.signum)}: {what}"
 
 
 def train_with_progress(args: argparse.Namespace, console: Console, store: RunStore,
@@ -109,7 +136,14 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
     if result.status == "failed":
         console.print(f"[red]run failed:[/red] {result.reason}", highlight=False)
         return 1
-    return 130 if result.status == "cancelled" else 0
+    if result.status != "cancelled":
+        return 0
+    line = stopped_line(cancel, f"run {run_id[:8]} stored as cancelled at step "
+                                f"{result.steps_done}; `cnnprobe resume {run_id[:8]} --steps "
+                                "N` continues it")
+    if line:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    return exit_code(cancel.signum or signal.SIGINT)
 
 
 def cmd_train(args: argparse.Namespace, console: Console, store: RunStore) -> int:

@@ -1,7 +1,7 @@
 """The run store: an embedded SQLite index (WAL) plus weight files under one folder.
 
     <root>/cnnprobe.db            runs, tags, metric history, sweeps, re-evaluations,
-                                  linear probe tables
+                                  linear probe tables, claims on study trials
     <root>/<run-id>/last.pt       latest checkpoint (model, optimizer, data stream, config)
     <root>/<run-id>/best.pt       checkpoint with the lowest validation MAE
     <root>/<run-id>/predictions.npz, sweep-<kind>.npz   per-sample arrays
@@ -10,7 +10,8 @@ Layers of the package, each importing only those before it: records.py (RunRecor
 Checkpoint, StoreError; torch-free) < schema.py < database.py (connections, transactions)
 < files.py (atomic writes, arrays) < checkpoints.py (torch, loaded only when a checkpoint
 is read or written) < artifacts.py (what a run records as it goes and keeps: history,
-checkpoints, predictions, sweeps, probes, re-evaluations) < RunStore here (runs: create,
+checkpoints, predictions, sweeps, probes, re-evaluations), claims.py (which study driver
+trains which trial) < RunStore here (runs: create,
 find, list, delete, liveness) < recorder.py (the trainer callback), bundle.py (one run
 with its rows and files as a picklable dict: export_run, import_run). Listing runs imports
 no torch.
@@ -30,6 +31,7 @@ from typing import Any
 from cnnprobe.config import RunConfig
 from cnnprobe.store import schema
 from cnnprobe.store.artifacts import RunArtifacts
+from cnnprobe.store.claims import TrialClaims
 from cnnprobe.store.provenance import hostname, process_alive, process_token, run_provenance
 from cnnprobe.store.records import RunRecord, StoredRunRecord, StoreError, default_name
 
@@ -61,7 +63,7 @@ _SELECT = ("SELECT runs.*, (SELECT group_concat(tag, char(31)) FROM tags "
            "WHERE tags.run_id = runs.id) AS tag_list FROM runs")
 
 
-class RunStore(RunArtifacts):
+class RunStore(RunArtifacts, TrialClaims):
     """Open (creating if needed) the store under `root`. Raises StoreError if it can't."""
 
     def __init__(self, root: str | Path | None = None, *, timeout: float | None = None):

@@ -100,8 +100,24 @@ V3 = """
 ALTER TABLE runs ADD COLUMN measured TEXT NOT NULL DEFAULT '{}';
 """
 
+# v4: which process trains which study trial (claims.py): a second `study run` of the same
+# study skips what another holds, and takes over a claim whose owner is gone.
+V4 = """
+CREATE TABLE claims (
+    study TEXT NOT NULL,
+    trial TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    pid_token TEXT NOT NULL DEFAULT '',
+    claimed_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (study, trial)
+) WITHOUT ROWID;
+"""
+
 # SQL text (statements split on ";") or a function of the connection, for data changes.
-MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1, V2, V3]
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [V1, V2, V3, V4]
 
 
 def latest_version() -> int:

@@ -2,8 +2,9 @@
 trial key, so running it again trains only what is missing.
 
 A finished trial is kept; a cancelled or interrupted one is removed and trained again; a
-failed or skipped one is kept unless `retry_failed`; one running in another process is
-left to it. A trial whose model cannot be built here (pretrained weights offline) is
+failed or skipped one is kept unless `retry_failed`; one another `study run` holds (a claim
+in the store, claiming.py) or is training is left to it, waited for, and taken over if its
+driver dies. A trial whose model cannot be built here (pretrained weights offline) is
 stored as `skipped` with the one-line fix. What a trial is (training, then the plan's
 evaluations) is in trial.py.
 
@@ -20,13 +21,16 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnnprobe.config import ConfigError
 from cnnprobe.store import RunRecord, RunStore, UnreadableFile
 from cnnprobe.studies.capacity import fit_slots
+from cnnprobe.studies.claiming import TrialClaimer
+from cnnprobe.studies.parent_watch import ParentWatch
 from cnnprobe.studies.plan import StudyPlan, Trial
 from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
 
@@ -44,10 +48,12 @@ class StudyProgress:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     cancelled: bool = False
+    elsewhere: list[str] = field(default_factory=list)  # still running elsewhere when stopped
 
 
 # on_trial(trial, what, record): what is "kept", "training", "finished", "cancelled",
-# "running elsewhere", "skipped: ..." or "failed: ...".
+# "running elsewhere: pid N on HOST" (another driver has it; it comes back as "kept", or as
+# "training" when its driver died), "skipped: ..." or "failed: ...".
 OnTrial = Callable[[Trial, str, "RunRecord | None"], None]
 # on_step(trial, step, total_steps): training progress of a trial in flight.
 OnStep = Callable[[Trial, int, int], None]
@@ -135,15 +141,50 @@ def metric_prefix(options: dict[str, Any]) -> str | None:
 # -- worker processes: module-level state set by the pool's initializer
 _cancel = None
 _events = None
+_watch: ParentWatch | None = None
 
 
-def _init_worker(cancel, events, threads: int) -> None:
-    global _cancel, _events
-    _cancel, _events = cancel, events
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides: it sets `cancel`
+class _WorkerStop:
+    """A worker's cancel flag: the driver's stop event, a SIGTERM sent to this worker, or
+    the driver gone (parent_watch.py)."""
+
+    def __init__(self, driver_stop, watch: ParentWatch) -> None:
+        self.driver_stop, self.watch, self.terminated = driver_stop, watch, False
+
+    def is_set(self) -> bool:
+        return self.terminated or self.watch.is_set() or self.driver_stop.is_set()
+
+
+def _init_worker(cancel, events, threads: int, parent_pid: int) -> None:
+    global _cancel, _events, _watch
+    _watch = ParentWatch(parent_pid).start()  # exits when the driver is gone
+    _cancel, _events = _WorkerStop(cancel, _watch), events
+    # Ctrl-C and a hangup reach the whole process group: the driver hears them too and
+    # decides (it sets `cancel`). A SIGTERM to this worker alone stops its trial, stored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # blocked since its spawn (_hangup_held): ignored now
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    signal.signal(signal.SIGTERM, lambda *_: setattr(_cancel, "terminated", True))
     import torch
 
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def _hangup_held() -> Iterator[None]:
+    """Processes started inside begin with SIGHUP blocked (a signal mask is inherited):
+    the pool's workers until their initializer ignores it, and multiprocessing's resource
+    tracker for good (it ignores SIGINT and SIGTERM itself, but a hangup, sent to the whole
+    process group, killed it: "resource_tracker: process died unexpectedly")."""
+    if not hasattr(signal, "SIGHUP") or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _worker_trial(root: str, trial: Trial, evaluations: tuple[str, ...],
@@ -156,7 +197,7 @@ def _worker_trial(root: str, trial: Trial, evaluations: tuple[str, ...],
             last[0] = now
             _events.put(("step", trial.key, step, total))
 
-    with RunStore(root) as store:
+    with _watch.working(), RunStore(root) as store:
         return run_trial(store, trial, evaluations, _cancel, device,
                           on_created=lambda rid: _events.put(("created", trial.key, rid)),
                           on_step=on_step)
@@ -220,44 +261,47 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
         import_ray()  # a missing extra is said before anything is stored
         check_options(max_retries, cpus_per_trial)
     progress = StudyProgress()
-    todo = _plan_work(store, plan, retry_failed, progress, on_trial)
-    if not todo:
-        return progress
-    if cancel is not None and cancel.is_set():
-        progress.cancelled = True
-        return progress
-    if backend == "ray":
-        from cnnprobe.studies.ray_backend import run_on_ray
+    with TrialClaimer(store, plan, retry_failed=retry_failed, kept=progress.kept,
+                      on_trial=on_trial, records=trial_records,
+                      delete=_delete_trial) as claims:
 
-        run_on_ray(store, plan, todo, progress, on_trial, on_step, cancel=cancel,
-                   address=address, gpus_per_trial=gpus_per_trial,
-                   cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-                   ship_code=ship_code, settle=_settle)
-    elif len(slots) == 1 and slots[0] is None:
-        _run_here(store, plan, todo, cancel, progress, on_trial, on_step)
-    else:
-        slots = fit_slots(slots, len(todo), on_note)
-        _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
+        def settle(store, trial, run_id, status, reason, progress, on_trial) -> None:
+            try:
+                _settle(store, trial, run_id, status, reason, progress, on_trial)
+            finally:
+                claims.release(trial)
+
+        def run(todo: list[Trial]) -> None:
+            if backend == "ray":  # every trial queued on the cluster at once: claimed now
+                from cnnprobe.studies.ray_backend import run_on_ray
+
+                mine = [t for t in todo if claims.start(t)]
+                if mine:
+                    run_on_ray(store, plan, mine, progress, on_trial, on_step, cancel=cancel,
+                               address=address, gpus_per_trial=gpus_per_trial,
+                               cpus_per_trial=cpus_per_trial, max_retries=max_retries,
+                               ship_code=ship_code, settle=settle)
+            elif len(slots) == 1 and slots[0] is None:
+                _run_here(store, plan, todo, cancel, progress, on_trial, on_step,
+                          claims.start, settle)
+            else:
+                _run_parallel(store, plan, todo, fit_slots(slots, len(todo), on_note), cancel,
+                              progress, on_trial, on_step, claims.start, settle)
+
+        todo = claims.pending(plan.trials())
+        while todo or claims.elsewhere:
+            if cancel is not None and cancel.is_set():
+                progress.cancelled = True
+                break
+            if todo:
+                run(todo)
+                if progress.cancelled:
+                    break
+            # Trials another driver holds: wait until they end there, or take them over
+            # when their driver is gone.
+            todo = claims.wait(cancel)
+        progress.elsewhere = list(claims.elsewhere)
     return progress
-
-
-def _plan_work(store: RunStore, plan: StudyPlan, retry_failed: bool,
-               progress: StudyProgress, on_trial: OnTrial | None) -> list[Trial]:
-    """The trials to train; stale records of them removed, the others reported kept."""
-    stored = trial_records(store, plan.name)
-    todo = []
-    for trial in plan.trials():
-        rec = stored.get(trial.key)
-        if kept_trial(rec, retry_failed):
-            progress.kept.append(trial.key)
-            if on_trial:
-                on_trial(trial, "running elsewhere" if rec.status == "running" else "kept",
-                         rec)
-            continue
-        if rec is not None:
-            _delete_trial(store, plan.name, trial.key, rec.id)
-        todo.append(trial)
-    return todo
 
 
 def pending_trials(store: RunStore, plan: StudyPlan, retry_failed: bool = False
@@ -295,30 +339,38 @@ def _settle(store: RunStore, trial: Trial, run_id: str | None, status: str, reas
         on_trial(trial, what, store.get(run_id) if run_id else None)
 
 
-def _run_here(store, plan, todo, cancel, progress, on_trial, on_step) -> None:
+def _run_here(store, plan, todo, cancel, progress, on_trial, on_step, start, settle) -> None:
+    """One trial after the other in this process; `start(trial)` claims each (False: done
+    or taken by another driver meanwhile) and `settle` records its end."""
     for trial in todo:
         if cancel is not None and cancel.is_set():
             progress.cancelled = True
             return
+        if not start(trial):
+            continue
         if on_trial:
             on_trial(trial, "training", None)
         step = (lambda s, t, tr=trial: on_step(tr, s, t)) if on_step else None
         run_id, status, reason = run_trial(store, trial, plan.evaluations, cancel, None,
                                             on_step=step)
-        _settle(store, trial, run_id, status, reason, progress, on_trial)
+        settle(store, trial, run_id, status, reason, progress, on_trial)
         if progress.cancelled:
             return
 
 
-def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step) -> None:
+def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step, start,
+                  settle) -> None:
     """Each slot one worker process (spawned: CUDA and threads do not survive a fork);
     a trial goes to a free slot with the slot's device. Stopping sets a cancel event the
     workers' trainers read, so in-flight trials are stored as cancelled."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import resource_tracker
 
     ctx = mp.get_context("spawn")
+    with _hangup_held():
+        resource_tracker.ensure_running()
     stop, events = ctx.Event(), ctx.Queue()
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     by_key = {t.key: t for t in todo}
@@ -339,18 +391,22 @@ def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
                 on_step(by_key[msg[1]], msg[2], msg[3])
 
     with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_init_worker,
-                             initargs=(stop, events, threads)) as pool:
+                             initargs=(stop, events, threads, os.getpid())) as pool:
         try:
             while pending or running:
                 if cancel is not None and cancel.is_set() and not stop.is_set():
                     stop.set()
                     progress.cancelled = True
                 while pending and free and not stop.is_set():
-                    trial, slot = pending.pop(0), free.pop(0)
+                    trial = pending.pop(0)
+                    if not start(trial):  # done, or another driver has it
+                        continue
+                    slot = free.pop(0)
                     if on_trial:
                         on_trial(trial, "training", None)
-                    fut = pool.submit(_worker_trial, str(store.root), trial,
-                                      plan.evaluations, slots[slot])
+                    with _hangup_held():  # a worker may be spawned here
+                        fut = pool.submit(_worker_trial, str(store.root), trial,
+                                          plan.evaluations, slots[slot])
                     running[fut] = (trial, slot)
                 if stop.is_set():
                     pending.clear()
@@ -376,7 +432,9 @@ def _run_parallel(store, plan, todo, slots, cancel, progress, on_trial, on_step)
                         reason = f"{type(exc).__name__}: {exc}"
                         if run_id is not None:
                             store.set_status(run_id, "failed", reason)
-                    _settle(store, trial, run_id, status, reason, progress, on_trial)
+                    settle(store, trial, run_id, status, reason, progress, on_trial)
+                    if progress.cancelled:  # stopped there too (a SIGTERM to the worker)
+                        stop.set()
         finally:
             stop.set()  # also when the driver itself is interrupted: workers stop soon
             drain()
