@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnprobe.cli.records import confirm_delete
-from cnnprobe.cli.tables import print_json
+from cnnprobe.cli.tables import literal, print_json
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.report.formatting import num
+from cnnprobe.shown import shown
 from cnnprobe.store import RunStore, StoreError
 
 PLAN_HELP = "a built-in study (resolution, pretrained, pooling, position, distractors, " \
@@ -48,8 +49,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     plan = _plan(args)  # a bad plan stops here, before anything is stored
     trials = plan.trials()
     if not args.json:
-        console.print(f"study [bold]{plan.name}[/bold]: {len(plan.variants)} variants × "
-                      f"{len(plan.seeds)} seeds = {len(trials)} trials ({plan.source})",
+        console.print(f"study [bold]{literal(plan.name)}[/bold]: {len(plan.variants)} "
+                      f"variants × {len(plan.seeds)} seeds = {len(trials)} trials "
+                      f"({literal(plan.source)})",
                       highlight=False)
     done = [0]
     steps: dict[str, int] = {}  # trial key -> training steps done
@@ -59,7 +61,7 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
         TimeRemainingColumn())
     kept: set[str] = set()
     with Progress(*columns, console=console, disable=args.json, transient=True) as bar:
-        task = bar.add_task(plan.name, total=None, trials="")
+        task = bar.add_task(literal(plan.name), total=None, trials="")
 
         def on_trial(trial, what: str, rec) -> None:
             if what == "training":
@@ -74,8 +76,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
             if not args.json and what not in ("kept",):
                 mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
                     else "-"
-                console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
-                              f"{what} ({plan.metric} {mae})", highlight=False, markup=False)
+                console.print(f"[{done[0]}/{len(trials)}] {shown(trial.variant)} seed "
+                              f"{trial.seed}: {what} ({plan.metric} {mae})", highlight=False,
+                              markup=False)
 
         def on_step(trial, step: int, total: int) -> None:
             steps[trial.key] = step
@@ -135,7 +138,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     if args.json:
         print_json(data)
         return 0
-    console.print(f"study [bold]{report.name}[/bold]: {report.question}", highlight=False)
+    console.print(f"study [bold]{literal(report.name)}[/bold]: {literal(report.question)}",
+                  highlight=False)
     metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
     metrics = list(dict.fromkeys(metrics))
@@ -150,7 +154,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for m in metrics:
             s = v["metrics"].get(m)
             cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
-        table.add_row(label, status or "none yet", *cells, end_section=len(metrics) > 0)
+        table.add_row(literal(label), literal(status) or "none yet", *cells,
+                      end_section=len(metrics) > 0)
     console.print(table)
     for kind in sweep_kinds(data):
         header, rows = sweep_table_rows(data, kind)
@@ -159,7 +164,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for h in header[1:]:
             sweep.add_column(h, justify="right")
         for row in rows:
-            sweep.add_row(*row)
+            sweep.add_row(*(literal(cell) for cell in row))
         console.print(sweep)
     settings = evaluation_settings(data)
     if settings:
@@ -168,18 +173,19 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for setting in settings:
             ev.add_column(setting, justify="right")
         for label, v in data["variants"].items():
-            ev.add_row(label, *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
+            ev.add_row(literal(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
                                 for s in settings))
         console.print(ev)
     if report.missing:
         console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
                       highlight=False, markup=False)
     for group, text in report.verdicts.items():
-        console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False,
-                      markup=False)
+        console.print(shown(f"verdict{f' ({group})' if group else ''}: {text}"),
+                      highlight=False, markup=False)
     if not args.no_plots:
         for plot in plots(data):
-            console.print(plot, highlight=False, markup=False, soft_wrap=True)
+            console.print(shown(plot, newlines=True), highlight=False, markup=False,
+                          soft_wrap=True)
     return 0
 
 
@@ -216,8 +222,8 @@ def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) 
     table.add_column("trials", justify="right")
     table.add_column("by status")
     for name, counts in studies.items():
-        table.add_row(name, str(sum(counts.values())),
-                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        table.add_row(literal(name), str(sum(counts.values())),
+                      literal(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     console.print(table)
     return 0
 
@@ -232,11 +238,12 @@ def cmd_study_rm(args: argparse.Namespace, console: Console, store: RunStore) ->
         raise StoreError(f"study {args.study} has {len(running)} running trials (e.g. "
                          f"{running[0].short_id}): stop them first")
     if not confirm_delete(console, args.yes,
-                          f"study {args.study}: {len(records)} runs and their files"):
+                          f"study {shown(args.study)}: {len(records)} runs and their files"):
         return 1
     for rec in records:
         store.delete(rec.id)
-    console.print(f"deleted study {args.study}: {len(records)} runs", highlight=False)
+    console.print(f"deleted study {shown(args.study)}: {len(records)} runs", highlight=False,
+                  markup=False)
     return 0
 
 

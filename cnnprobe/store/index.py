@@ -24,6 +24,7 @@ import shutil
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ STALE_AFTER_S = 30 * 60
 def default_root() -> Path:
     """$CNNPROBE_STORE, else ./checkpoints."""
     return Path(os.environ.get("CNNPROBE_STORE") or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run as a reference named it: its id, its name, and how it was found ("id",
+    "name", "latest" or "id prefix")."""
+
+    id: str
+    name: str
+    how: str
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
@@ -97,31 +108,47 @@ class RunStore(RunArtifacts):
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
-    def resolve(self, prefix: str) -> str:
-        """Full run id from a unique prefix (or an exact name, or "latest");
-        StoreError if unknown or ambiguous."""
-        key = prefix.strip().lower()
+    def resolve(self, ref: str) -> str:
+        """The full id of the run `ref` names (see `lookup`); StoreError if none or several."""
+        return self.lookup(ref).id
+
+    def lookup(self, ref: str) -> RunRef:
+        """The run `ref` names, by one rule: an exact id (any case) wins; otherwise every run
+        it could mean, by exact name, by "latest" (the newest run) or by id prefix (hex, any
+        case), must be one and the same run. Several candidates are an error listing each
+        (id and name): a run named `cafe` or `latest` never silently stands for another run
+        whose id starts `cafe`, or for the newest one."""
+        text = ref.strip()
+        key = text.lower()
         if not key:
-            raise StoreError("empty run id: give a run id or a unique prefix of one")
+            raise StoreError("empty run id: give a run id, a unique prefix of one, or a name")
+        rows = self._read("SELECT id, name FROM runs WHERE id IN (?, ?)", (text, key))
+        if rows:
+            return RunRef(rows[0]["id"], rows[0]["name"], "id")
+        found: dict[str, RunRef] = {}
+        for r in self._read("SELECT id, name FROM runs WHERE name = ? "
+                            "ORDER BY created_at DESC, id DESC", (text,)):
+            found.setdefault(r["id"], RunRef(r["id"], r["name"], "name"))
         if key == "latest":
-            rows = self._read("SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1")
-            if not rows:
-                raise StoreError(f"no runs in {self.path} yet")
-            return rows[0]["id"]
-        rows = []
+            for r in self._read("SELECT id, name FROM runs ORDER BY created_at DESC, id DESC "
+                                "LIMIT 1"):
+                found.setdefault(r["id"], RunRef(r["id"], r["name"], "latest"))
         if all(ch in "0123456789abcdef" for ch in key):
-            rows = self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
-                              "ORDER BY created_at DESC", (len(key), key))
-        if not rows:
-            rows = self._read("SELECT id, name FROM runs WHERE name = ? ORDER BY created_at DESC",
-                              (prefix.strip(),))
-        if not rows:
-            raise StoreError(f"no run {prefix!r} in {self.path}: `cnnprobe runs` lists them")
-        if len(rows) > 1:
-            shown = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in rows[:6])
-            more = f" and {len(rows) - 6} more" if len(rows) > 6 else ""
-            raise StoreError(f"run {prefix!r} is ambiguous: {shown}{more}; give more characters")
-        return rows[0]["id"]
+            for r in self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
+                                "ORDER BY created_at DESC, id DESC", (len(key), key)):
+                found.setdefault(r["id"], RunRef(r["id"], r["name"], "id prefix"))
+        if not found:
+            if key == "latest":
+                raise StoreError(f"no runs in {self.path} yet")
+            raise StoreError(f"no run {text!r} in {self.path}: `cnnprobe runs` "
+                             "lists them")
+        if len(found) > 1:
+            refs = list(found.values())
+            listed = "; ".join(f"{r.id} ({r.name!r}, by {r.how})" for r in refs[:6])
+            more = f"; and {len(refs) - 6} more" if len(refs) > 6 else ""
+            raise StoreError(f"run {text!r} is ambiguous, it could mean {len(refs)} "
+                             f"runs: {listed}{more}; give the full id")
+        return next(iter(found.values()))
 
     def get(self, run_id: str) -> RunRecord:
         self.mark_interrupted()
