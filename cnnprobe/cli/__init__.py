@@ -158,6 +158,9 @@ def _main(argv: list[str] | None) -> int:
     bad_text = not_utf8(args, parser)
     if bad_text:
         return _fail(bad_text, 2)
+    if args.store is not None and not args.store.strip():  # `--store "$UNSET_VAR"`
+        return _fail(f"--store {args.store!r} is empty: give a folder, or leave --store out "
+                     "for $CNNPROBE_STORE or ./checkpoints", 2)
     console = Console(stderr=bool(getattr(args, "json", False)))
     try:
         store = None

@@ -19,6 +19,7 @@ no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -39,6 +40,25 @@ SCHEMA_VERSION = schema.latest_version()
 # A run on another host whose heartbeat is older than this is taken for dead. Generous:
 # a long validation or sweep sends no heartbeat.
 STALE_AFTER_S = 30 * 60
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+MAX_LOCK_TIMEOUT_S = 24 * 3600  # SQLite's busy timeout is a C int of milliseconds
+
+
+def lock_timeout() -> float:
+    """$CNNPROBE_LOCK_TIMEOUT: the seconds a write waits for another writer (default 30);
+    StoreError unless it is a number from 0 to MAX_LOCK_TIMEOUT_S."""
+    text = os.environ.get("CNNPROBE_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_LOCK_TIMEOUT_S:  # NaN fails this too
+        raise StoreError(f"CNNPROBE_LOCK_TIMEOUT={text!r} is not allowed: the seconds a write "
+                         f"waits for another writer, a number from 0 to {MAX_LOCK_TIMEOUT_S} "
+                         f"(default {DEFAULT_LOCK_TIMEOUT_S:g}); set one or unset it")
+    return value
 
 
 def default_root() -> Path:
@@ -77,10 +97,7 @@ class RunStore(RunArtifacts):
 
     def __init__(self, root: str | Path | None = None, *, timeout: float | None = None):
         if timeout is None:  # how long a write waits for another writer before giving up
-            try:
-                timeout = float(os.environ.get("CNNPROBE_LOCK_TIMEOUT") or 30.0)
-            except ValueError:
-                timeout = 30.0
+            timeout = lock_timeout()
         super().__init__(default_root() if root is None else root, timeout=timeout)
         self.mark_interrupted()
 
