@@ -98,6 +98,15 @@ def _read_only_mount(tmp: Path, root: Path, monkeypatch) -> None:
     monkeypatch.setattr(database, "read_only_mount", lambda path: True)
 
 
+def _running_elsewhere(tmp: Path, root: Path, monkeypatch) -> None:
+    """Run b2 still running on a host whose name carries an escape sequence."""
+    conn = sqlite3.connect(root / "cnnprobe.db")
+    with conn:
+        conn.execute("UPDATE runs SET status = 'running', host = ?, heartbeat_at = "
+                     "strftime('%s', 'now') WHERE name = 'b2'", ("gpu\x1b[2J1",))
+    conn.close()
+
+
 CLI_ERRORS = [
     # (name, prepare(tmp_path, root, monkeypatch) or None, args ({tmp}: tmp_path),
     #  environment, exit code, words in the one line)
@@ -137,6 +146,8 @@ CLI_ERRORS = [
      "is on a read-only file system: its runs can be listed and shown, not changed"),
     ("rm on a read-only mount", _read_only_mount, ["rm", "b2", "--yes"], {}, 1,
      "read-only file system"),
+    ("an error quoting a host with an escape sequence", _running_elsewhere,
+     ["rm", "b2", "--yes"], {}, 1, "is still running (pid "),
 ]
 
 
@@ -158,7 +169,7 @@ def test_bad_input_is_one_line_and_changes_nothing(root, tmp_path, capsys, monke
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnprobe: error: "), err
     assert words in lines[0], lines[0]
-    assert "Traceback" not in err and "chmod" not in err
+    assert "Traceback" not in err and "chmod" not in err and "\x1b" not in err
     assert snapshot(root) == before  # no run deleted, renamed, tagged or added
     assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no ./checkpoints
 
@@ -197,6 +208,12 @@ def test_lookup_rule_exact_id_then_name_then_unique_prefix(tmp_path):
     assert store.lookup("latest").id == ids["newest"]
     with pytest.raises(StoreError, match="no run 'nothere'"):
         store.resolve("nothere")
+    # Under four characters a hex word is a name only: run "b2" stays "b2" beside an id
+    # that starts b2 (as git, which abbreviates to no fewer than four).
+    store.rename(ids["b2"], "b2")
+    with store._write() as c:
+        c.execute("UPDATE runs SET id = 'b2' || substr(id, 3) WHERE id = ?", (ids["newest"],))
+    assert store.resolve("b2") == ids["b2"]
 
 
 def test_rm_by_prefix_says_what_it_deletes_before_it_goes(root, capsys):

@@ -28,6 +28,7 @@ from cnnprobe.cli import (
 from cnnprobe.cli.flags import add_config_flags, config_from_args
 from cnnprobe.config import ConfigError
 from cnnprobe.report.files import ExportError
+from cnnprobe.shown import shown
 from cnnprobe.store import RunStore, StoreError
 
 __all__ = ["add_config_flags", "build_parser", "config_from_args", "main"]
@@ -41,8 +42,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("cnnprobe").strip()
         where = f"{command}: " if command else ""
-        self.exit(2, f"cnnprobe: error: {where}{message} (`{self.prog} --help` lists the "
-                     "options)\n")
+        self.exit(2, f"cnnprobe: error: {where}{shown(message)} (`{self.prog} --help` lists "
+                     "the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"cnnprobe: error: {message}", file=sys.stderr)
+    # One line whatever it quotes: a run's host or name from another machine is text here.
+    print(f"cnnprobe: error: {shown(message)}", file=sys.stderr)
     return code
 
 

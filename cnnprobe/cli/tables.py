@@ -15,8 +15,8 @@ from cnnprobe.report.formatting import ago, finite, num, r2_bar
 from cnnprobe.shown import shown
 from cnnprobe.store import RunRecord
 
-RUN_REF_HELP = ("run id, name, 'latest', or a unique id prefix (a reference that could mean "
-                "two runs is refused, listing them)")
+RUN_REF_HELP = ("run id, name, 'latest', or a unique id prefix of 4 or more characters (a "
+                "reference that could mean two runs is refused, listing them)")
 
 STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
                 "cancelled": "yellow", "interrupted": "magenta", "skipped": "dim"}

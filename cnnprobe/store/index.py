@@ -40,6 +40,9 @@ SCHEMA_VERSION = schema.latest_version()
 # A run on another host whose heartbeat is older than this is taken for dead. Generous:
 # a long validation or sweep sends no heartbeat.
 STALE_AFTER_S = 30 * 60
+# The shortest id prefix a reference may use, as git: shorter hex words (a run named `b1`
+# or `42`) are names only, or every such name would clash with some id in a large store.
+MIN_PREFIX = 4
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 MAX_LOCK_TIMEOUT_S = 24 * 3600  # SQLite's busy timeout is a C int of milliseconds
 
@@ -134,7 +137,8 @@ class RunStore(RunArtifacts):
         it could mean, by exact name, by "latest" (the newest run) or by id prefix (hex, any
         case), must be one and the same run. Several candidates are an error listing each
         (id and name): a run named `cafe` or `latest` never silently stands for another run
-        whose id starts `cafe`, or for the newest one."""
+        whose id starts `cafe`, or for the newest one. An id prefix has at least MIN_PREFIX
+        characters."""
         text = ref.strip()
         key = text.lower()
         if not key:
@@ -150,14 +154,17 @@ class RunStore(RunArtifacts):
             for r in self._read("SELECT id, name FROM runs ORDER BY created_at DESC, id DESC "
                                 "LIMIT 1"):
                 found.setdefault(r["id"], RunRef(r["id"], r["name"], "latest"))
-        if all(ch in "0123456789abcdef" for ch in key):
+        hex_word = all(ch in "0123456789abcdef" for ch in key)
+        if hex_word and len(key) >= MIN_PREFIX:
             for r in self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
                                 "ORDER BY created_at DESC, id DESC", (len(key), key)):
                 found.setdefault(r["id"], RunRef(r["id"], r["name"], "id prefix"))
         if not found:
             if key == "latest":
                 raise StoreError(f"no runs in {self.path} yet")
-            raise StoreError(f"no run {text!r} in {self.path}: `cnnprobe runs` "
+            short = (f" (an id prefix needs at least {MIN_PREFIX} characters)"
+                     if hex_word and len(key) < MIN_PREFIX else "")
+            raise StoreError(f"no run {text!r} in {self.path}{short}: `cnnprobe runs` "
                              "lists them")
         if len(found) > 1:
             refs = list(found.values())
