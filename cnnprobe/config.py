@@ -37,6 +37,9 @@ INPUT_NORMS = ("auto", "none", "task", "imagenet")
 COMPILE_MODES = ("off", "default", "reduce-overhead")  # torch.compile modes of the training step
 CHANNELS_LAST = ("auto", "on", "off")
 REGIONS = ("train", "heldout")  # where evaluation objects go: as in training, or held out
+# The largest integer any setting takes: the store keeps seeds and step counts as SQLite
+# INTEGERs, which end here.
+INT_MAX = 2**63 - 1
 
 # Settings added after runs were already stored, and what those older runs did: a stored
 # config without the key is read with this value, so it still describes what ran.
@@ -151,11 +154,12 @@ def settings_markdown() -> str:
 class ConfigError(ValueError):
     """A configuration value a user gave is not allowed; the message says which and why."""
 
-    def __init__(self, field_name: str, value: Any, allowed: str):
+    def __init__(self, field_name: str, value: Any, allowed: str, *, message: str = ""):
         self.field = field_name
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field_name}={value!r} is not allowed: {allowed}")
+        # `message`: the line in plain words where "field=value is not allowed" reads badly
+        super().__init__(message or f"{field_name}={value!r} is not allowed: {allowed}")
 
 
 @dataclass
@@ -322,6 +326,8 @@ def require_int(field_name: str, value: Any, least: int) -> int:
     """ConfigError naming the field unless `value` is an integer of at least `least`."""
     _check(_is_int(value) and value >= least, field_name, value,
            f"an integer of at least {least}")
+    _check(value <= INT_MAX, field_name, value,
+           f"an integer from {least} to {INT_MAX} (2**63 - 1, the largest the store keeps)")
     return value
 
 
@@ -329,6 +335,10 @@ def _check_declared(section: str, cfg: Any) -> None:
     """The checks a setting declares itself: integer bounds and choices."""
     for st in settings(section):
         v = getattr(cfg, st.name)
+        if st.kind.removeprefix("opt_") == "int" and _is_int(v) and abs(v) > INT_MAX:
+            most = f"{INT_MAX} (2**63 - 1, the largest the store keeps)"
+            raise ConfigError(st.key, v, f"an integer from {st.bounds[0]} to {most}"
+                              if st.bounds else f"an integer up to {most}")
         if st.bounds is not None and not (v is None and st.kind.startswith("opt_")):
             lo, hi = st.bounds
             _check(_is_int(v) and v >= lo and (hi is None or v <= hi), st.key, v, st.allowed)
@@ -397,6 +407,9 @@ def validate_train(tr: TrainConfig) -> None:
         _check(_is_int(tr.samples_per_epoch) and tr.samples_per_epoch >= tr.batch_size,
                "train.samples_per_epoch", tr.samples_per_epoch,
                f"an integer of at least batch_size ({tr.batch_size})")
+    _check(tr.total_steps <= INT_MAX, "train.epochs", tr.epochs,
+           f"at most {INT_MAX} training steps in all (epochs × samples_per_epoch / "
+           "batch_size); set fewer epochs or train.steps")
     _check(_is_int(tr.eval_every) and tr.eval_every >= 0, "train.eval_every", tr.eval_every,
            "an integer of at least 0 (0: automatic)")
     _check(isinstance(tr.device, str) and (tr.device in DEVICES or re.fullmatch(

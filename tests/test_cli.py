@@ -395,8 +395,9 @@ def _as_another_user():
 
 def test_read_only_parts_of_a_store_are_named_and_what_sqlite_left_is_mended():
     """The folder, the index, or the -wal/-shm files SQLite made while the index was
-    read-only: each refusal names the part and the chmod that fixes it, and once the index
-    is writable again the leftovers are mended so the store writes again."""
+    read-only: the runs can still be listed, each refused write names the part and the chmod
+    that fixes it, and once the index is writable again the leftovers are mended so the
+    store writes again."""
     import os
     import pwd
     import subprocess
@@ -424,10 +425,13 @@ def test_read_only_parts_of_a_store_are_named_and_what_sqlite_left_is_mended():
         store.chmod(0o555)
         for side in ("cnnprobe.db-wal", "cnnprobe.db-shm"):
             (store / side).unlink(missing_ok=True)
-        done = cli("runs")
+        listed = cli("runs")  # read-only: read, never changed (no -wal/-shm made)
+        assert listed.returncode == 0 and "distance" in listed.stdout, listed.stderr
+        assert sorted(p.name for p in store.iterdir() if p.is_file()) == ["cnnprobe.db"]
+        done = cli("tag", "latest", "x")
         assert done.returncode == 1, done.stderr
         assert f"the store folder {store} is read-only" in done.stderr
-        assert f"chmod u+w {store}," in done.stderr
+        assert f"chmod u+w {store}," in done.stderr  # its owner can: the hint is given
         store.chmod(0o755)  # the fix it gave
         db.chmod(0o444)
         assert cli("runs").returncode == 0  # reading works; SQLite makes -shm read-only

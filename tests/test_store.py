@@ -67,12 +67,15 @@ def test_resolve_prefix_name_latest_and_refusals(tmp_path):
         store.resolve("nothere")
     # Force two ids to share a prefix: the error lists both candidates.
     with store._write() as c:
-        c.execute("UPDATE runs SET id = 'abc1' || substr(id, 5) WHERE id = ?", (ids[0],))
-        c.execute("UPDATE runs SET id = 'abc2' || substr(id, 5) WHERE id = ?", (ids[1],))
+        c.execute("UPDATE runs SET id = 'abcd1' || substr(id, 6) WHERE id = ?", (ids[0],))
+        c.execute("UPDATE runs SET id = 'abcd2' || substr(id, 6) WHERE id = ?", (ids[1],))
     with pytest.raises(StoreError, match="ambiguous") as err:
+        store.resolve("abcd")
+    assert "abcd1" in str(err.value) and "abcd2" in str(err.value)
+    assert store.resolve("abcd2").startswith("abcd2")
+    # Fewer than four characters are a name only (as git's abbreviated hashes).
+    with pytest.raises(StoreError, match="an id prefix needs at least 4 characters"):
         store.resolve("abc")
-    assert "abc1" in str(err.value) and "abc2" in str(err.value)
-    assert store.resolve("abc2").startswith("abc2")
 
 
 def test_tags_note_rename_and_delete(tmp_path):

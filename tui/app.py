@@ -669,7 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `cnnprobe-tui [--store DIR] [--theme dark|light] [--preset NAME]`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.store is not None and not args.store.strip():
+        parser.error("--store '' is empty: give a folder, or leave --store out for "
+                     "$CNNPROBE_STORE or ./checkpoints")
     app = CnnprobeApp(args.store, preset=args.preset, theme=f"textual-{args.theme}")
     return run_app(app)
 

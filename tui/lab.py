@@ -19,6 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.measurement import describe
+from cnnprobe.shown import shown
 from cnnprobe.stopping import STOP_SIGNALS, detach_if_hung_up, exit_code, signal_name
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.messages import CompareLoaded, Exported, RunLoaded, SweepEnded, TrainingEnded
@@ -553,7 +554,7 @@ class LabActions:
 
         from tui.screens.confirm import ConfirmScreen  # on use: the lab paints first
 
-        self.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]}?",
+        self.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]} ({shown(rec.name)})?",
                                        f"{rec.task}/{rec.model} {rec.resolution}, {rec.status}. "
                                        "Its record, history, sweeps and weights are removed; "
                                        "this cannot be undone."), go)

@@ -29,6 +29,7 @@ from cnnprobe.cli import (
 from cnnprobe.cli.flags import add_config_flags, config_from_args
 from cnnprobe.config import ConfigError
 from cnnprobe.report.files import ExportError
+from cnnprobe.shown import shown
 from cnnprobe.store import RunStore, StoreError
 
 __all__ = ["add_config_flags", "build_parser", "config_from_args", "main"]
@@ -42,8 +43,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("cnnprobe").strip()
         where = f"{command}: " if command else ""
-        self.exit(2, f"cnnprobe: error: {where}{message} (`{self.prog} --help` lists the "
-                     "options)\n")
+        self.exit(2, f"cnnprobe: error: {where}{shown(message)} (`{self.prog} --help` lists "
+                     "the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"cnnprobe: error: {message}", file=sys.stderr)
+    # One line whatever it quotes: a run's host or name from another machine is text here.
+    print(f"cnnprobe: error: {shown(message)}", file=sys.stderr)
     return code
 
 
@@ -159,6 +161,9 @@ def _main(argv: list[str] | None) -> int:
     bad_text = not_utf8(args, parser)
     if bad_text:
         return _fail(bad_text, 2)
+    if args.store is not None and not args.store.strip():  # `--store "$UNSET_VAR"`
+        return _fail(f"--store {args.store!r} is empty: give a folder, or leave --store out "
+                     "for $CNNPROBE_STORE or ./checkpoints", 2)
     console = Console(stderr=bool(getattr(args, "json", False)))
     try:
         store = None

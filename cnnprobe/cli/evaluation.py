@@ -9,13 +9,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cnnprobe.cli.flags import add_weights_flags, first_given
-from cnnprobe.cli.tables import describe_table, frame_table, metrics_table, print_json
+from cnnprobe.cli.tables import (
+    RUN_REF_HELP,
+    describe_table,
+    frame_table,
+    metrics_table,
+    print_json,
+)
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import REGIONS
 from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
-RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+RUN_HELP = RUN_REF_HELP
 
 
 def parse_resolutions(text: str) -> list[int]:

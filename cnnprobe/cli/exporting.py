@@ -7,13 +7,13 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from cnnprobe.cli.tables import print_json, warn
+from cnnprobe.cli.tables import RUN_REF_HELP, literal, print_json, warn
 from cnnprobe.report.export import FORMATS, export_comparison, export_run
 from cnnprobe.report.formatting import num
 from cnnprobe.report.summary import comparison
 from cnnprobe.store import RunStore
 
-RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+RUN_HELP = RUN_REF_HELP
 
 
 def cmd_export(args: argparse.Namespace, console: Console, store: RunStore) -> int:
@@ -56,14 +56,14 @@ def cmd_compare(args: argparse.Namespace, console: Console, store: RunStore) -> 
     table = Table(title=f"{len(runs)} runs: settings that differ, then final metrics")
     table.add_column("")
     for r in runs:
-        table.add_column(f"{r['id'][:8]}\n{r['name']}", justify="right")
-    table.add_row("status", *(r["status"] for r in runs))
+        table.add_column(f"{r['id'][:8]}\n{literal(r['name'])}", justify="right")
+    table.add_row("status", *(literal(r["status"]) for r in runs))
     table.add_row("steps", *(str(r["steps_done"]) for r in runs))
     for key in comp["differences"]:
-        table.add_row(key, *(num(r["config"][key]) for r in runs))
+        table.add_row(literal(key), *(literal(num(r["config"][key])) for r in runs))
     table.add_section()
     for m in comp["metric_names"]:
-        table.add_row(f"[bold]{m}[/bold]", *(num(r["metrics"].get(m)) for r in runs))
+        table.add_row(f"[bold]{literal(m)}[/bold]", *(num(r["metrics"].get(m)) for r in runs))
     table.add_row("[bold]best val mae[/bold]", *(num(r["best_val_mae"]) for r in runs))
     console.print(table)
     for kind, by_value in comp["sweep_mae"].items():

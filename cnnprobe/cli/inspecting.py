@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cnnprobe.cli.flags import add_weights_flags, first_given
-from cnnprobe.cli.tables import print_json, probes_table
+from cnnprobe.cli.tables import RUN_REF_HELP, literal, print_json, probes_table
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
 from cnnprobe.measurement import describe
@@ -22,7 +22,7 @@ from cnnprobe.report.formatting import num
 from cnnprobe.report.palettes import CMAPS, NORMALIZE, RESAMPLE
 from cnnprobe.store import RunStore
 
-RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+RUN_HELP = RUN_REF_HELP
 DEFAULT_CHANNELS = 16
 
 
@@ -122,7 +122,7 @@ def cmd_inspect(args: argparse.Namespace, console: Console, store: RunStore) -> 
                     "files": [str(p) for p in files]})
         return 0
     cfg = rec.config
-    console.print(f"run [bold]{rec.short_id}[/bold] ({rec.name}): {cfg.task.name}/"
+    console.print(f"run [bold]{rec.short_id}[/bold] ({literal(rec.name)}): {cfg.task.name}/"
                   f"{cfg.model.name}, {insp.which} checkpoint (step {insp.step})",
                   highlight=False)
     console.print(f"measured with: {describe(insp.options.get('measured'))}", highlight=False)

@@ -10,7 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnnprobe.cli.tables import (
+    RUN_REF_HELP,
     frame_table,
+    literal,
     metrics_table,
     print_json,
     probes_table,
@@ -21,9 +23,10 @@ from cnnprobe.cli.tables import (
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.measurement import best_of, describe
 from cnnprobe.report.formatting import ago, duration, num
+from cnnprobe.shown import shown
 from cnnprobe.store import STATUSES, RunStore, StoreError
 
-RUN_HELP = "run id (a unique prefix is enough), name, or 'latest'"
+RUN_HELP = RUN_REF_HELP
 
 
 # A table on the terminal shows this many runs unless --limit says otherwise: thousands of
@@ -67,7 +70,8 @@ def _config_lines(config: RunConfig) -> list[str]:
     default, actual = RunConfig().to_dict(), config.to_dict()
     lines = []
     for section, values in actual.items():
-        changed = [f"{k}={num(v)}" for k, v in values.items() if default[section][k] != v]
+        changed = [f"{k}={literal(num(v))}" for k, v in values.items()
+                   if default[section].get(k) != v]
         lines.append(f"[bold]{section}[/bold]: " + (", ".join(changed) or "defaults"))
     return lines
 
@@ -105,14 +109,15 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
                      + (f"; {v['threads']} torch thread{'s' if v['threads'] != 1 else ''}"
                         if v.get("threads") else "")),
             ("warning", rec.config_warning)):
-        if value:
-            info.add_row(label, str(value))
+        if value:  # status is markup of our own; the rest is text as stored
+            info.add_row(label, value if label == "status" else
+                         literal(value, newlines=label == "note"))
     console.print(info)
     for line in _config_lines(rec.config):
         console.print(line, highlight=False)
     if rec.metrics:
         console.print(metrics_table(rec.metrics, "final metrics"))
-        console.print(f"measured with: {describe(rec.measured)}", highlight=False)
+        console.print(f"measured with: {literal(describe(rec.measured))}", highlight=False)
         best = best_of(store.val_history(run_id))
         if best is not None and best["step"] != rec.steps_done:
             console.print(f"best validation: MAE {num(best['mae'])}, R² {num(best.get('r2'))} "
@@ -121,19 +126,20 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
         console.print(f"best validation MAE so far: {num(rec.best_val_mae)}")
     for info_row in store.sweeps(run_id):
         sweep = store.sweep_table(run_id, info_row["kind"])  # its samples file is not read
-        console.print(frame_table(sweep, f"{info_row['kind']} sweep "
-                                               f"({info_row['options'].get('which')} "
-                                               f"checkpoint, {ago(info_row['created_at'])})"))
-        console.print(f"  measured with: {describe(info_row['options'].get('measured'))}",
+        console.print(frame_table(sweep, literal(
+            f"{info_row['kind']} sweep ({info_row['options'].get('which')} checkpoint, "
+            f"{ago(info_row['created_at'])})")))
+        console.print(f"  measured with: {literal(describe(info_row['options'].get('measured')))}",
                       highlight=False)
     probes, info = store.probes(run_id), store.probes_info(run_id)
     if probes is not None and info is not None:
         o = info["options"]
-        console.print(probes_table(probes.to_dict(orient="records"), (
+        console.print(probes_table(probes.to_dict(orient="records"), literal(
             f"linear probes: {o.get('which')} @ step {o.get('step')}, {o.get('height')}x"
             f"{o.get('width')}, {o.get('n_train')}/{o.get('n_test')} samples, "
             f"{ago(info['created_at'], short=True)}")))
-        console.print(f"  measured with: {describe(o.get('measured'))}", highlight=False)
+        console.print(f"  measured with: {literal(describe(o.get('measured')))}",
+                      highlight=False)
     evals = store.evaluations(run_id)
     if evals:
         table = Table(title="re-evaluations")
@@ -142,11 +148,11 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
             table.add_column(col)
         for e in evals:
             o, m = e["options"], e["metrics"]
-            table.add_row(ago(e["created_at"], short=True), f"{o.get('which')} @ {o.get('step')}",
-                          (o.get("measured") or {}).get("batchnorm", "not recorded"),
-                          f"{o.get('height')}x{o.get('width')}", str(o.get("distractors")),
-                          str(o.get("region")), str(o.get("n")), num(m.get("mae")),
-                          num(m.get("r2")))
+            table.add_row(*(literal(cell) for cell in (
+                ago(e["created_at"], short=True), f"{o.get('which')} @ {o.get('step')}",
+                (o.get("measured") or {}).get("batchnorm", "not recorded"),
+                f"{o.get('height')}x{o.get('width')}", o.get("distractors"), o.get("region"),
+                o.get("n"), num(m.get("mae")), num(m.get("r2")))))
         console.print(table)
     files = [f"{w} (step {_ckpt_step(store, run_id, w)})"
              for w in ("last", "best") if store.checkpoint_path(run_id, w).is_file()]
@@ -171,7 +177,7 @@ def confirm_delete(console: Console, yes: bool, what: str) -> bool:
         return True
     if not sys.stdin.isatty():
         raise StoreError("refusing to delete without confirmation: pass --yes")
-    answer = console.input(f"delete {escape(what)}? \\[y/N] ")  # not rich markup
+    answer = console.input(f"delete {escape(shown(what))}? \\[y/N] ")  # not rich markup
     if answer.strip().lower() in ("y", "yes"):
         return True
     console.print("nothing deleted")
@@ -179,17 +185,28 @@ def confirm_delete(console: Console, yes: bool, what: str) -> bool:
 
 
 def cmd_rm(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    records = [store.get(store.resolve(r)) for r in args.runs]  # all found before any goes
+    refs = [store.lookup(r) for r in args.runs]  # all found before any goes
+    records = [store.get(ref.id) for ref in dict((ref.id, ref) for ref in refs).values()]
     for rec in records:
         if rec.status == "running":
             raise StoreError(f"run {rec.short_id} is still running (pid {rec.pid} on "
-                             f"{rec.host}): stop it first")
-    names = ", ".join(f"{r.short_id} ({r.name}, {r.status})" for r in records)
-    if not confirm_delete(console, args.yes, f"{names} and its files"):
+                             f"{shown(rec.host)}): stop it first")
+    # Full ids and names, and how a reference that was not the run's id or name found it:
+    # what goes is seen before it goes, with --yes too.
+    how = {ref.id: f", by {ref.how} '{shown(arg.strip())}'"
+           for arg, ref in zip(args.runs, refs, strict=True) if ref.how in ("id prefix", "latest")}
+    listed = [f"run {r.id} ({shown(r.name)}, {r.status}{how.get(r.id, '')})" for r in records]
+    if args.yes and how:
+        for line in listed:
+            console.print(f"deleting {line}", markup=False, highlight=False, soft_wrap=True)
+    what = (listed[0] + " and its files" if len(listed) == 1
+            else f"{len(listed)} runs and their files: " + "; ".join(listed))
+    if not confirm_delete(console, args.yes, what):
         return 1
     for rec in records:
         store.delete(rec.id)
-        console.print(f"deleted run {rec.id} ({rec.name})", highlight=False)
+        console.print(f"deleted run {rec.id} ({shown(rec.name)})", markup=False,
+                      highlight=False)
     return 0
 
 
@@ -203,7 +220,8 @@ def cmd_tag(args: argparse.Namespace, console: Console, store: RunStore) -> int:
     if args.json:
         print_json({"id": run_id, "tags": tags})
     else:
-        console.print(f"run {run_id[:8]} tags: {', '.join(tags) or '(none)'}", highlight=False)
+        console.print(f"run {run_id[:8]} tags: {shown(', '.join(tags)) or '(none)'}",
+                      markup=False, highlight=False)
     return 0
 
 
@@ -217,7 +235,8 @@ def cmd_note(args: argparse.Namespace, console: Console, store: RunStore) -> int
     if args.json:
         print_json({"id": run_id, "name": rec.name, "note": rec.note})
     else:
-        console.print(f"run {run_id[:8]} ({rec.name}): {rec.note or '(no note)'}",
+        console.print(f"run {run_id[:8]} ({shown(rec.name)}): "
+                      f"{shown(rec.note, newlines=True) or '(no note)'}", markup=False,
                       highlight=False)
     return 0
 

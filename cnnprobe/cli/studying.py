@@ -13,9 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnnprobe.cli.records import confirm_delete
-from cnnprobe.cli.tables import print_json, warn
+from cnnprobe.cli.tables import literal, print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels, stopped_line
 from cnnprobe.report.formatting import num
+from cnnprobe.shown import shown
 from cnnprobe.stopping import exit_code
 from cnnprobe.store import RunStore, StoreError
 from cnnprobe.studies.capacity import CONFIRM_TRIALS, WORKER_MEMORY
@@ -53,8 +54,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     plan = _plan(args)  # a bad plan stops here, before anything is stored
     trials = plan.trials()
     if not args.json:
-        console.print(f"study [bold]{plan.name}[/bold]: {len(plan.variants)} variants × "
-                      f"{len(plan.seeds)} seeds = {len(trials)} trials ({plan.source})",
+        console.print(f"study [bold]{literal(plan.name)}[/bold]: {len(plan.variants)} "
+                      f"variants × {len(plan.seeds)} seeds = {len(trials)} trials "
+                      f"({literal(plan.source)})",
                       highlight=False)
     if not _confirm_size(args, console, store, plan):
         return 1
@@ -67,7 +69,7 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     kept: set[str] = set()
     waited: set[str] = set()  # trials first found running elsewhere
     with Progress(*columns, console=console, disable=args.json, transient=True) as bar:
-        task = bar.add_task(plan.name, total=None, trials="")
+        task = bar.add_task(literal(plan.name), total=None, trials="")
 
         def on_trial(trial, what: str, rec) -> None:
             if what == "training":
@@ -93,8 +95,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
             if not args.json and what != "kept":
                 mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
                     else "-"
-                console.print(f"[{done[0]}/{len(trials)}] {trial.variant} seed {trial.seed}: "
-                              f"{what} ({plan.metric} {mae})", highlight=False, markup=False)
+                console.print(f"[{done[0]}/{len(trials)}] {shown(trial.variant)} seed "
+                              f"{trial.seed}: {what} ({plan.metric} {mae})", highlight=False,
+                              markup=False)
 
         def on_step(trial, step: int, total: int) -> None:
             steps[trial.key] = step
@@ -191,9 +194,10 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     if args.json:
         print_json(data)
         return 0
-    console.print(f"study [bold]{report.name}[/bold]: {report.question}", highlight=False)
+    console.print(f"study [bold]{literal(report.name)}[/bold]: {literal(report.question)}",
+                  highlight=False)
     if report.controls:
-        console.print(f"design: {report.controls}", highlight=False, markup=False)
+        console.print(f"design: {shown(report.controls)}", highlight=False, markup=False)
     metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
     metrics = list(dict.fromkeys(metrics))
@@ -209,7 +213,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for m in metrics:
             s = v["metrics"].get(m)
             cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
-        table.add_row(label, status or "none yet", learned_cell(v), *cells,
+        table.add_row(literal(label), literal(status) or "none yet", learned_cell(v), *cells,
                       end_section=len(metrics) > 0)
     console.print(table)
     for kind in sweep_kinds(data):
@@ -219,7 +223,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for h in header[1:]:
             sweep.add_column(h, justify="right")
         for row in rows:
-            sweep.add_row(*row)
+            sweep.add_row(*(literal(cell) for cell in row))
         console.print(sweep)
     settings = evaluation_settings(data)
     if settings:
@@ -228,7 +232,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         for setting in settings:
             ev.add_column(setting, justify="right")
         for label, v in data["variants"].items():
-            ev.add_row(label, *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
+            ev.add_row(literal(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
                                 for s in settings))
         console.print(ev)
     if report.missing:
@@ -237,11 +241,12 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     for note in report.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
     for group, text in report.verdicts.items():
-        console.print(f"verdict{f' ({group})' if group else ''}: {text}", highlight=False,
-                      markup=False)
+        console.print(shown(f"verdict{f' ({group})' if group else ''}: {text}"),
+                      highlight=False, markup=False)
     if not args.no_plots:
         for plot in plots(data):
-            console.print(plot, highlight=False, markup=False, soft_wrap=True)
+            console.print(shown(plot, newlines=True), highlight=False, markup=False,
+                          soft_wrap=True)
     return 0
 
 
@@ -278,8 +283,8 @@ def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) 
     table.add_column("trials", justify="right")
     table.add_column("by status")
     for name, counts in studies.items():
-        table.add_row(name, str(sum(counts.values())),
-                      ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        table.add_row(literal(name), str(sum(counts.values())),
+                      literal(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     console.print(table)
     return 0
 
@@ -294,11 +299,12 @@ def cmd_study_rm(args: argparse.Namespace, console: Console, store: RunStore) ->
         raise StoreError(f"study {args.study} has {len(running)} running trials (e.g. "
                          f"{running[0].short_id}): stop them first")
     if not confirm_delete(console, args.yes,
-                          f"study {args.study}: {len(records)} runs and their files"):
+                          f"study {shown(args.study)}: {len(records)} runs and their files"):
         return 1
     for rec in records:
         store.delete(rec.id)
-    console.print(f"deleted study {args.study}: {len(records)} runs", highlight=False)
+    console.print(f"deleted study {shown(args.study)}: {len(records)} runs", highlight=False,
+                  markup=False)
     return 0
 
 

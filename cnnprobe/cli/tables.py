@@ -9,10 +9,15 @@ import sys
 from typing import Any
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from cnnprobe.report.formatting import ago, finite, num, r2_bar
+from cnnprobe.shown import shown
 from cnnprobe.store import RunRecord
+
+RUN_REF_HELP = ("run id, name, 'latest', or a unique id prefix of 4 or more characters (a "
+                "reference that could mean two runs is refused, listing them)")
 
 STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red",
                 "cancelled": "yellow", "interrupted": "magenta", "skipped": "dim"}
@@ -29,9 +34,15 @@ def warn(message: str) -> None:
     print(f"cnnprobe: warning: {message}", file=sys.stderr)
 
 
+def literal(text: Any, *, newlines: bool = False) -> str:
+    """Text from the store for a Rich markup string or table cell: control characters as
+    visible escapes (`shown`), and `[bold]` shown as typed, not read as markup."""
+    return escape(shown(text, newlines=newlines))
+
+
 def status_text(rec: RunRecord) -> str:
     style = STATUS_STYLE.get(rec.status, "")
-    return f"[{style}]{rec.status}[/{style}]" if style else rec.status
+    return f"[{style}]{rec.status}[/{style}]" if style else literal(rec.status)
 
 
 def record_json(rec: RunRecord) -> dict[str, Any]:
@@ -88,8 +99,9 @@ class RunsTable:
             steps = (f"{r.steps_done}/{r.total_steps}" if r.status == "running"
                      else str(r.steps_done))
             mae = r.metrics.get("mae", r.best_val_mae)  # stopped early: the best so far
-            rows.append([ids[r.id], r.name, r.status, f"{r.task}/{r.model}", r.resolution,
-                         steps, num(mae), ago(r.created_at, short=True), ",".join(r.tags)])
+            rows.append([ids[r.id], shown(r.name), r.status, shown(f"{r.task}/{r.model}"),
+                         r.resolution, steps, num(mae), ago(r.created_at, short=True),
+                         shown(",".join(r.tags))])
         return rows
 
     def __rich_console__(self, console: Any, options: Any) -> Any:
@@ -131,7 +143,7 @@ class RunsTable:
             return [*out, Segment.line()]
 
         italic, bold = Style(italic=True), Style(bold=True)
-        yield Segment(set_cell_size(self.title.center(total), total), italic)
+        yield Segment(set_cell_size(shown(self.title).center(total), total), italic)
         yield Segment.line()
         yield from line([(cell(col, i), bold) for i, col in enumerate(RUN_COLUMNS)])
         yield Segment("─" * total)
@@ -152,7 +164,7 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, num(v))
+        table.add_row(literal(k), num(v))
     return table
 
 
@@ -195,6 +207,7 @@ def probes_table(rows: list[dict[str, Any]], title: str) -> Table:
                          ("", "left"), ("MAE", "right")):
         table.add_column(col, justify=justify, no_wrap=col != "layer")
     for r in rows:
-        table.add_row(str(r["depth"]), str(r["layer"]), str(r["module"]), str(r["kind"]),
+        table.add_row(str(r["depth"]), literal(r["layer"]), literal(r["module"]),
+                      literal(r["kind"]),
                       str(r["features"]), _fixed(r["r2"]), r2_bar(r["r2"]), num(r["mae"]))
     return table

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args, first_given
-from cnnprobe.cli.tables import metrics_table, print_json
+from cnnprobe.cli.tables import RUN_REF_HELP, literal, metrics_table, print_json
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import best_of, describe
 from cnnprobe.stopping import STOP_SIGNALS, StopFlag, detach_if_hung_up, exit_code, signal_name
@@ -134,7 +134,7 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
             console.print(result.evaluation.describe().T.to_string(float_format="%.4g"))
     console.print(f"run [bold]{run_id}[/bold] {result.status}", highlight=False)
     if result.status == "failed":
-        console.print(f"[red]run failed:[/red] {result.reason}", highlight=False)
+        console.print(f"[red]run failed:[/red] {literal(result.reason)}", highlight=False)
         return 1
     if result.status != "cancelled":
         return 0
@@ -166,12 +166,12 @@ def cmd_resume(args: argparse.Namespace, console: Console, store: RunStore) -> i
     rec = store.get(run_id)
 
     def start(cbs: list, cancel: threading.Event, created: Callable[[str], None]) -> tuple:
-        console.print(f"run [bold]{run_id}[/bold] ({rec.name}) resumes from its last "
+        console.print(f"run [bold]{run_id}[/bold] ({literal(rec.name)}) resumes from its last "
                       f"checkpoint for {args.steps} more steps", highlight=False)
         return resume_run(store, run_id, args.steps, cbs, cancel, device=args.device,
                           allow_slow=args.allow_slow)
 
-    return train_with_progress(args, console, store, f"{rec.name} (resumed)", start)
+    return train_with_progress(args, console, store, f"{literal(rec.name)} (resumed)", start)
 
 
 def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) -> int:
@@ -182,7 +182,7 @@ def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) ->
     height = first_given(args.height, args.resolution, rec.config.task.height)
     width = first_given(args.width, args.resolution, rec.config.task.width)
     return train_with_progress(
-        args, console, store, f"{rec.name} -> {height}x{width}",
+        args, console, store, f"{literal(rec.name)} -> {height}x{width}",
         lambda cbs, cancel, created: finetune_run(
             store, run_id, height=height, width=width, steps=args.steps, lr=args.lr,
             callbacks=cbs, cancel=cancel, which=args.which, name=args.name, tags=args.tag,
@@ -201,7 +201,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p = sub.add_parser("resume", parents=[common], help="continue a stored run for more steps",
                        description="Continue a run from its last checkpoint (optimizer and "
                                    "data stream included); the same record goes on.")
-    p.add_argument("run", help="run id (a unique prefix is enough), name, or 'latest'")
+    p.add_argument("run", help=RUN_REF_HELP)
     p.add_argument("--steps", type=int, required=True, help="how many more steps to train")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -215,7 +215,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                        description="Start a new run from a stored run's weights at another "
                                    "resolution (the notebook's 128 -> 300); it records its "
                                    "parent. The optimizer starts fresh.")
-    p.add_argument("run", help="run id (a unique prefix is enough), name, or 'latest'")
+    p.add_argument("run", help=RUN_REF_HELP)
     p.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
     p.add_argument("--height", type=int, help="image height (default: the run's)")
     p.add_argument("--width", type=int, help="image width (default: the run's)")

@@ -9,6 +9,7 @@ from typing import Any
 
 from cnnprobe.measurement import describe
 from cnnprobe.report.formatting import flat_config, when
+from cnnprobe.shown import shown
 
 PLOT_WIDTH, PLOT_HEIGHT = 78, 18
 MAX_POINTS = 2000  # plotext draws one character cell per point at best; more is waste
@@ -27,11 +28,18 @@ def fmt(value: Any) -> str:
         return f"{value:.6g}" if math.isfinite(value) else str(value)
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value)
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_line(value).replace("|", "\\|")
+
+
+def md_line(text: Any) -> str:
+    """Text from the store on one line of Markdown: a line break becomes a space, any other
+    control character a visible escape (cnnprobe.shown)."""
+    return shown(str(text).replace("\r\n", " ").replace("\n", " "))
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(fmt(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -69,7 +77,7 @@ def text_plot(series: list[tuple[str, list[float], list[float]]], title: str, xl
 
 
 def _code(text: str) -> str:
-    return f"```text\n{text}\n```"
+    return f"```text\n{shown(text, newlines=True)}\n```"
 
 
 def loss_plot(summary: dict[str, Any]) -> str | None:
@@ -129,12 +137,13 @@ def probes_markdown(probes: dict[str, Any]) -> list[str]:
 def summary_markdown(s: dict[str, Any]) -> str:
     """One run: record, config, final metrics, describe(), history, plots, sweeps, probes."""
     cfg = s["config"]
-    parts = [f"# {s['name']}",
-             f"Run `{s['id']}`: {cfg['task']['name']} with {cfg['model']['name']} at "
-             f"{cfg['task']['height']}x{cfg['task']['width']}, **{s['status']}**"
-             + (f" ({s['reason']})" if s["reason"] else "") + "."]
+    parts = [f"# {md_line(s['name'])}",
+             md_line(f"Run `{s['id']}`: {cfg['task']['name']} with {cfg['model']['name']} at "
+                  f"{cfg['task']['height']}x{cfg['task']['width']}, **{s['status']}**"
+                  + (f" ({s['reason']})" if s["reason"] else "") + ".")]
     if s.get("unreadable"):  # damaged files: their parts are left out below
-        parts += ["## Unreadable files", "\n".join(f"- {line}" for line in s["unreadable"])]
+        parts += ["## Unreadable files",
+                  "\n".join(f"- {md_line(line)}" for line in s["unreadable"])]
     v = s["versions"]
     record = [["id", s["id"]], ["name", s["name"]], ["kind", s["kind"]],
               ["parent", s["parent_id"]], ["status", s["status"]], ["reason", s["reason"]],

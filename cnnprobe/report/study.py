@@ -17,7 +17,15 @@ from typing import Any
 
 from cnnprobe.report.files import ExportError, targets, write_files
 from cnnprobe.report.formatting import num, slug, to_json
-from cnnprobe.report.markdown import PLOT_HEIGHT, PLOT_WIDTH, _code, _plotext_lock, table
+from cnnprobe.report.markdown import (
+    PLOT_HEIGHT,
+    PLOT_WIDTH,
+    _code,
+    _plotext_lock,
+    md_line,
+    table,
+)
+from cnnprobe.shown import shown
 
 FORMATS = ("md", "json", "csv")
 SHOWN_METRICS = ("mae", "rmse", "r2", "accuracy", "heldout_mae")  # `study show`'s columns
@@ -92,7 +100,7 @@ def metric_plot(data: dict[str, Any], metric: str | None = None,
     """One line per variant (of `task`, when given): its mean (●) and ±1 SD (├──┤) on a
     shared axis, then the numbers; None when no variant has the metric."""
     metric = metric or data["metric"]
-    rows = [(label, v["metrics"].get(metric)) for label, v in data["variants"].items()
+    rows = [(shown(label), v["metrics"].get(metric)) for label, v in data["variants"].items()
             if task is None or v.get("task") == task]
     have = [s for _, s in rows if _ok(s)]
     if not have:
@@ -171,7 +179,7 @@ def sweep_plot(data: dict[str, Any], kind: str, metric: str | None = None) -> st
             xs = [float(p) + shift for p, _ in pts]
             ys = [s["mean"] for _, s in pts]
             errs = [s["std"] if _finite(s.get("std")) else 0.0 for _, s in pts]
-            plt.plot(xs, ys, label=label, marker=MARKERS[i % len(MARKERS)])
+            plt.plot(xs, ys, label=shown(label), marker=MARKERS[i % len(MARKERS)])
             if any(e > 0 for e in errs):
                 plt.error(xs, ys, yerr=errs)
         plt.xlim(points[0] - 0.05 * span, points[-1] + 0.05 * span)
@@ -211,10 +219,11 @@ def study_markdown(data: dict[str, Any]) -> str:
     reproduce it, plots."""
     metric = data["metric"]
     seeds = data.get("seeds") or []
-    parts = [f"# Study {data['name']}",
-             f"**Question:** {data['question'] or '(none given)'}",
-             *([f"**Design:** {data['controls']}"] if data.get("controls") else []),
-             f"Plan: {data.get('source') or 'built-in'}; {len(data['variants'])} variants × "
+    parts = [f"# Study {md_line(data['name'])}",
+             f"**Question:** {md_line(data['question'] or '(none given)')}",
+             *([f"**Design:** {md_line(data['controls'])}"] if data.get("controls") else []),
+             f"Plan: {md_line(data.get('source') or 'built-in')}; "
+             f"{len(data['variants'])} variants × "
              f"{len(seeds)} seeds ({', '.join(str(s) for s in seeds)}); the verdict compares "
              f"`{metric}`. Each cell is the mean ± sample SD over the finished seeds (n), "
              "with the t-based 95% interval of the mean."]
@@ -260,7 +269,7 @@ def study_markdown(data: dict[str, Any]) -> str:
                                    for s in settings)]
                          for label, v in data["variants"].items()])]
     parts.append("## Verdict")
-    parts += [f"- {f'**{group}**: ' if group else ''}{text}"
+    parts += [md_line(f"- {f'**{group}**: ' if group else ''}{text}")
               for group, text in data["verdicts"].items()] or ["No verdict yet."]
     if data.get("command"):
         parts += ["## Reproduce", "Trains only the trials missing from the store, then "

@@ -4,6 +4,10 @@ Each thread gets its own connection (the TUI calls the store from worker threads
 UI thread); writes are short BEGIN IMMEDIATE transactions that wait up to `timeout`
 seconds for another writer instead of failing. Every sqlite3 error leaves as a one-line
 StoreError that says what to do.
+
+A store in a folder this process cannot write (a read-only mount, another user's folder)
+is opened read-only: listing and showing runs work, and a write is refused with one line
+that says so (and offers chmod only where it can work).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +26,28 @@ from cnnprobe.store.records import StoreError
 
 DB_NAME = "cnnprobe.db"
 _Self = TypeVar("_Self", bound="StoreDatabase")
+
+
+def read_only_mount(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only (no chmod can help there)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may create files in the folder `path` (root too: os.access
+    says no for root only on a read-only mount, which the mount flag says as well)."""
+    return os.access(path, os.W_OK) and not read_only_mount(path)
+
+
+def can_chmod(path: Path) -> bool:
+    """Whether `chmod u+w path` can work: ours, on a writable file system."""
+    try:
+        return os.stat(path).st_uid == os.geteuid() and not read_only_mount(path)
+    except (OSError, AttributeError):
+        return False
 
 
 class StoreDatabase:
@@ -35,13 +62,17 @@ class StoreDatabase:
         self._lock = threading.Lock()
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store {self.root} is a file, not a folder: pass --store DIR")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the store folder {self.root} ({exc.strerror}): "
-                             "pass --store DIR") from exc
+        # A store that exists in a folder we cannot write is read, never changed.
+        self.read_only = self.path.is_file() and not writable(self.root)
+        if not self.read_only:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store folder {self.root} "
+                                 f"({exc.strerror}): pass --store DIR") from exc
         self._refuse_a_lost_index()
-        self._mend_sidecars()
+        if not self.read_only:
+            self._mend_sidecars()
         with self._sql():
             self._open_schema()
 
@@ -64,13 +95,26 @@ class StoreDatabase:
 
     def _not_writable(self) -> str:
         """Which part of the store cannot be written, and how to fix it ("" if none)."""
-        if not os.access(self.root, os.W_OK):
-            return (f"the store folder {self.root} is read-only (SQLite keeps {DB_NAME}-wal "
-                    f"and -shm beside the index): chmod u+w {self.root}, or pass --store DIR")
+        if not writable(self.root):
+            return self._read_only_error()
         for path in (self.path, *self._sidecars()):
             if path.is_file() and not os.access(path, os.W_OK):
-                return f"{path} is read-only: chmod u+w {path}, or pass --store DIR"
+                fix = f"chmod u+w {path}, or " if can_chmod(path) else ""
+                return f"{path} is read-only: {fix}pass --store DIR"
         return ""
+
+    def _read_only_error(self) -> str:
+        """Why this store cannot be changed, and what can be done instead."""
+        if read_only_mount(self.root):
+            what, fix = f"{self.root} is on a read-only file system", ""
+        else:
+            what = (f"the store folder {self.root} is read-only for this user (SQLite keeps "
+                    f"{DB_NAME}-wal and -shm beside the index)")
+            fix = f"chmod u+w {self.root}, or " if can_chmod(self.root) else ""
+        if not self.path.is_file():
+            return f"cannot make a store here: {what}; {fix}pass --store DIR"
+        return (f"{what}: its runs can be listed and shown, not changed; {fix}copy the "
+                "folder somewhere writable and pass --store DIR")
 
     def _refuse_a_lost_index(self) -> None:
         """An index cut to zero bytes beside run folders would silently become a new empty
@@ -91,8 +135,16 @@ class StoreDatabase:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False)
+            target: str | Path = self.path
+            if self.read_only:  # never creates -wal or -shm, never writes
+                target = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+                wal = self._sidecars()[0]
+                if not (wal.is_file() and wal.stat().st_size):
+                    # Nothing unmerged to read, and no -shm can be made here: the file
+                    # is taken as it is (immutable), which needs no shared memory.
+                    target += "&immutable=1"
+            conn = sqlite3.connect(target, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False, uri=self.read_only)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("PRAGMA synchronous = FULL")  # a finished run stays finished
@@ -148,6 +200,8 @@ class StoreDatabase:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; another writer makes it wait, not fail."""
+        if self.read_only:
+            raise StoreError(self._read_only_error())
         with self._sql():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -172,6 +226,12 @@ class StoreDatabase:
             raise StoreError(f"{self.path} was written by a newer cnnprobe (schema {version}, "
                              f"this one reads up to {schema.latest_version()}): upgrade "
                              "cnnprobe or pass --store DIR")
+        if self.read_only:
+            if version < schema.latest_version():
+                raise StoreError(f"{self.path} needs an upgrade to schema "
+                                 f"{schema.latest_version()} (it has {version}), which cannot "
+                                 f"be written here: {self._read_only_error()}")
+            return
         conn.execute("PRAGMA journal_mode = WAL")
         if version < schema.latest_version():
             if version > 0:  # keep the old file until the migration is known good

@@ -20,11 +20,13 @@ no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sqlite3
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +42,43 @@ SCHEMA_VERSION = schema.latest_version()
 # A run on another host whose heartbeat is older than this is taken for dead. Generous:
 # a long validation or sweep sends no heartbeat.
 STALE_AFTER_S = 30 * 60
+# The shortest id prefix a reference may use, as git: shorter hex words (a run named `b1`
+# or `42`) are names only, or every such name would clash with some id in a large store.
+MIN_PREFIX = 4
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+MAX_LOCK_TIMEOUT_S = 24 * 3600  # SQLite's busy timeout is a C int of milliseconds
+
+
+def lock_timeout() -> float:
+    """$CNNPROBE_LOCK_TIMEOUT: the seconds a write waits for another writer (default 30);
+    StoreError unless it is a number from 0 to MAX_LOCK_TIMEOUT_S."""
+    text = os.environ.get("CNNPROBE_LOCK_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_LOCK_TIMEOUT_S:  # NaN fails this too
+        raise StoreError(f"CNNPROBE_LOCK_TIMEOUT={text!r} is not allowed: the seconds a write "
+                         f"waits for another writer, a number from 0 to {MAX_LOCK_TIMEOUT_S} "
+                         f"(default {DEFAULT_LOCK_TIMEOUT_S:g}); set one or unset it")
+    return value
 
 
 def default_root() -> Path:
     """$CNNPROBE_STORE, else ./checkpoints."""
     return Path(os.environ.get("CNNPROBE_STORE") or DEFAULT_ROOT)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run as a reference named it: its id, its name, and how it was found ("id",
+    "name", "latest" or "id prefix")."""
+
+    id: str
+    name: str
+    how: str
 
 
 def _record(row: sqlite3.Row) -> RunRecord:
@@ -68,10 +102,7 @@ class RunStore(RunArtifacts, TrialClaims):
 
     def __init__(self, root: str | Path | None = None, *, timeout: float | None = None):
         if timeout is None:  # how long a write waits for another writer before giving up
-            try:
-                timeout = float(os.environ.get("CNNPROBE_LOCK_TIMEOUT") or 30.0)
-            except ValueError:
-                timeout = 30.0
+            timeout = lock_timeout()
         super().__init__(default_root() if root is None else root, timeout=timeout)
         self.mark_interrupted()
 
@@ -99,31 +130,51 @@ class RunStore(RunArtifacts, TrialClaims):
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
-    def resolve(self, prefix: str) -> str:
-        """Full run id from a unique prefix (or an exact name, or "latest");
-        StoreError if unknown or ambiguous."""
-        key = prefix.strip().lower()
+    def resolve(self, ref: str) -> str:
+        """The full id of the run `ref` names (see `lookup`); StoreError if none or several."""
+        return self.lookup(ref).id
+
+    def lookup(self, ref: str) -> RunRef:
+        """The run `ref` names, by one rule: an exact id (any case) wins; otherwise every run
+        it could mean, by exact name, by "latest" (the newest run) or by id prefix (hex, any
+        case), must be one and the same run. Several candidates are an error listing each
+        (id and name): a run named `cafe` or `latest` never silently stands for another run
+        whose id starts `cafe`, or for the newest one. An id prefix has at least MIN_PREFIX
+        characters."""
+        text = ref.strip()
+        key = text.lower()
         if not key:
-            raise StoreError("empty run id: give a run id or a unique prefix of one")
+            raise StoreError("empty run id: give a run id, a unique prefix of one, or a name")
+        rows = self._read("SELECT id, name FROM runs WHERE id IN (?, ?)", (text, key))
+        if rows:
+            return RunRef(rows[0]["id"], rows[0]["name"], "id")
+        found: dict[str, RunRef] = {}
+        for r in self._read("SELECT id, name FROM runs WHERE name = ? "
+                            "ORDER BY created_at DESC, id DESC", (text,)):
+            found.setdefault(r["id"], RunRef(r["id"], r["name"], "name"))
         if key == "latest":
-            rows = self._read("SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT 1")
-            if not rows:
+            for r in self._read("SELECT id, name FROM runs ORDER BY created_at DESC, id DESC "
+                                "LIMIT 1"):
+                found.setdefault(r["id"], RunRef(r["id"], r["name"], "latest"))
+        hex_word = all(ch in "0123456789abcdef" for ch in key)
+        if hex_word and len(key) >= MIN_PREFIX:
+            for r in self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
+                                "ORDER BY created_at DESC, id DESC", (len(key), key)):
+                found.setdefault(r["id"], RunRef(r["id"], r["name"], "id prefix"))
+        if not found:
+            if key == "latest":
                 raise StoreError(f"no runs in {self.path} yet")
-            return rows[0]["id"]
-        rows = []
-        if all(ch in "0123456789abcdef" for ch in key):
-            rows = self._read("SELECT id, name FROM runs WHERE substr(id, 1, ?) = ? "
-                              "ORDER BY created_at DESC", (len(key), key))
-        if not rows:
-            rows = self._read("SELECT id, name FROM runs WHERE name = ? ORDER BY created_at DESC",
-                              (prefix.strip(),))
-        if not rows:
-            raise StoreError(f"no run {prefix!r} in {self.path}: `cnnprobe runs` lists them")
-        if len(rows) > 1:
-            shown = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in rows[:6])
-            more = f" and {len(rows) - 6} more" if len(rows) > 6 else ""
-            raise StoreError(f"run {prefix!r} is ambiguous: {shown}{more}; give more characters")
-        return rows[0]["id"]
+            short = (f" (an id prefix needs at least {MIN_PREFIX} characters)"
+                     if hex_word and len(key) < MIN_PREFIX else "")
+            raise StoreError(f"no run {text!r} in {self.path}{short}: `cnnprobe runs` "
+                             "lists them")
+        if len(found) > 1:
+            refs = list(found.values())
+            listed = "; ".join(f"{r.id} ({r.name!r}, by {r.how})" for r in refs[:6])
+            more = f"; and {len(refs) - 6} more" if len(refs) > 6 else ""
+            raise StoreError(f"run {text!r} is ambiguous, it could mean {len(refs)} "
+                             f"runs: {listed}{more}; give the full id")
+        return next(iter(found.values()))
 
     def get(self, run_id: str) -> RunRecord:
         self.mark_interrupted()

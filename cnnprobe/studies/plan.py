@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnprobe.config import (
+    INT_MAX,
     PRESETS,
     SECTIONS,
     ConfigError,
@@ -146,11 +147,12 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
         return tuple(range(value))
     if isinstance(value, list) and value and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value) \
-            and len(set(value)) == len(value):
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= INT_MAX
+            for s in value) and len(set(value)) == len(value):
         return tuple(value)
     raise ConfigError(f"{where}: seeds", value,
-                      "a count from 1 to 100, or a list of distinct seeds of at least 0")
+                      "a count from 1 to 100, or a list of distinct seeds from 0 to "
+                      f"{INT_MAX} (2**63 - 1)")
 
 
 def _label(overrides: dict[str, Any]) -> str:
@@ -166,7 +168,15 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
     if unknown:
         raise ConfigError(f"{where}: {unknown[0]}", data[unknown[0]],
                           f"a plan key: one of {', '.join(PLAN_KEYS)}")
+    needs = ('a plan needs at least name = "..." (one word) and what it varies: [base] '
+             "settings and [[axis]] or [[variant]] tables (the format is at the top of "
+             "cnnprobe/studies/plan.py)")
+    if not data:
+        raise ConfigError(f"{where}: name", None, needs, message=f"{where} is empty: {needs}")
     name = data.get("name")
+    if name is None:
+        raise ConfigError(f"{where}: name", None, needs,
+                          message=f"{where} has no name: {needs}")
     if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
         raise ConfigError(f"{where}: name", name, "one word naming the study")
     base = RunConfig()
@@ -201,6 +211,10 @@ def plan_from_dict(data: dict[str, Any], *, source: str = "built-in",
             at = f"{where}: axis {i + 1}"
             if not isinstance(ax, dict) or set(ax) != {"field", "values"}:
                 raise ConfigError(at, ax, "a table with field and values")
+            if not isinstance(ax["field"], str):
+                raise ConfigError(f"{at}: field", ax["field"],
+                                  'a setting\'s name in quotes, e.g. field = "model.pool" '
+                                  "(docs/settings.md lists them)")
             values = ax["values"]
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{at} ({ax['field']}): values", values,
@@ -246,7 +260,7 @@ def load_plan(path: str | Path, *, seeds: int | None = None) -> StudyPlan:
     """A plan from a TOML file; ConfigError names the file (and line) and what to fix."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors) is fine
     except FileNotFoundError:
         raise ConfigError("plan", str(p), "an existing TOML file, or a built-in study name "
                           "(`cnnprobe study list`)") from None

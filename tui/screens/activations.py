@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -31,6 +32,7 @@ from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.report.files import ExportError
 from cnnprobe.report.formatting import num
 from cnnprobe.report.heatmap import CMAPS, layer_header, truecolor_available
+from cnnprobe.shown import shown
 from cnnprobe.store import RunStore, StoreError
 from tui.widgets.activation_view import ActivationView, ViewSettings
 from tui.widgets.probe_table import ProbePanel
@@ -335,12 +337,13 @@ class ActivationsScreen(ModalScreen[None]):
             if insp.sample is not None:
                 where = f"validation sample {insp.sample} of {cfg.train.val_size}"
             err = abs(insp.prediction - insp.label)
-            text = (f"{rec.short_id} {rec.name} · {insp.which} checkpoint, step {insp.step} · "
+            text = (f"{rec.short_id} {shown(rec.name)} · {insp.which} checkpoint, step "
+                    f"{insp.step} · "
                     f"{where}: label {num(insp.label)}, prediction {num(insp.prediction)} "
                     f"(error {num(err)})")
             if self.is_loading:
                 text += " · loading…"
-        self.query_one("#act-run", Static).update(text)
+        self.query_one("#act-run", Static).update(Text(text))  # not read as markup
 
     def redraw(self) -> None:
         """The header, the settings line and the drawing of the selected layer."""

@@ -25,6 +25,7 @@ from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Select
 from cnnprobe.config import ConfigError
 from cnnprobe.errors import first_line
 from cnnprobe.report.formatting import num
+from cnnprobe.shown import shown
 from cnnprobe.store import StoreError
 from cnnprobe.studies.builtin import BUILTIN, SCALES
 from cnnprobe.studies.capacity import CONFIRM_TRIALS
@@ -263,7 +264,7 @@ class StudiesScreen(Screen[None]):
         for r in rows:
             cells = (Text(r.status, style=STATUS_STYLE.get(r.status, "")),
                      f"{r.step}/{r.total}", num(r.metric) if r.metric is not None else "-",
-                     str(r.seed), r.variant, (r.run_id or "")[:8])
+                     str(r.seed), Text(shown(r.variant)), (r.run_id or "")[:8])
             if r.key not in have:
                 table.add_row(*cells, key=r.key)
             else:
@@ -277,7 +278,7 @@ class StudiesScreen(Screen[None]):
             self.say(state.error)
         elif state.summary:
             line += f"; {state.summary}"
-        self.query_one("#study-status", Static).update(line)
+        self.query_one("#study-status", Static).update(Text(shown(line)))  # not markup
         self.query_one("#study-progress", ProgressBar).update(progress=state.fraction())
 
     @work(thread=True, exit_on_error=False, group="study-report", exclusive=True)
@@ -317,10 +318,11 @@ class StudiesScreen(Screen[None]):
                 s = ms.get(m)
                 cells.append("-" if s is None or s.n == 0 else
                              f"{num(s.mean)} ± {num(s.std, 2)} ({s.n})")
-            table.add_row(label, status or "-", learned, *cells)
+            table.add_row(Text(shown(label)), status or "-", learned, *cells)
         verdicts = [f"note: {n}" for n in report.notes]
         verdicts += [f"verdict{f' ({g})' if g else ''}: {t}" for g, t in report.verdicts.items()]
-        self.query_one("#study-verdict", Static).update("\n".join(verdicts))
+        self.query_one("#study-verdict", Static).update(shown("\n".join(verdicts),
+                                                              newlines=True))
         self.query_one("#study-plot", Static).update(message.plot)
 
 

@@ -18,6 +18,7 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from cnnprobe.measurement import describe_short
+from cnnprobe.shown import shown
 from cnnprobe.store.records import default_name
 from tui.run_view import RunView, mae_curve, validation_curve
 
@@ -343,7 +344,7 @@ def compare_label(view: RunView) -> str:
     c = view.config
     short = (view.run_id or "new")[:6]
     if view.name and view.name != default_name(c):
-        return f"{short} {view.name[:24]}"
+        return f"{short} {shown(view.name[:24])}"
     return f"{short} {c.model.name} {c.task.height}"
 
 
@@ -487,7 +488,7 @@ def compare_table(views: list[RunView], baseline: str | None = None) -> Table | 
         table.add_column("Δ %", justify="right", no_wrap=True)
     for v in sorted(views, key=lambda v: v is not base):
         mae = final_mae(v)
-        row = ["◆" if v is base else "★", compare_label(v), v.status,
+        row = ["◆" if v is base else "★", Text(compare_label(v)), shown(v.status),
                f"{mae:.4g}" if mae is not None else "-"]
         if base is not None:
             if v is base:

@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Static
 
+from cnnprobe.shown import shown
 from cnnprobe.store.query import (
     DEFAULT_SORT,
     SORT_KEYS,
@@ -209,9 +210,9 @@ class RunsPane(Vertical):
         mae = final_mae(r)
         named = r.has_given_name  # a given name stands out, a made one not
         return (Cell(self.mark_of(r.id), "bold"),
-                Cell(r.status, STATUS_STYLE.get(r.status, "")),
-                Cell(r.name, "" if named else "dim"),
-                Cell(r.task), Cell(r.model), Cell(r.resolution),
+                Cell(shown(r.status), STATUS_STYLE.get(r.status, "")),
+                Cell(shown(r.name), "" if named else "dim"),  # never a control character
+                Cell(shown(r.task)), Cell(shown(r.model)), Cell(r.resolution),
                 Cell(f"{mae:.3g}" if mae is not None else "-", "", "right"),
                 Cell(ago if ago is not None else when(r.created_at)), Cell(r.id[:8]))
 
