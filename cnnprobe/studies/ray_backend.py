@@ -232,7 +232,8 @@ def connect(address: str | None = None, *, ship_code: bool = False, cancel=None,
         with _streams_with_descriptors(), \
                 (_loopback_only() if target is None else contextlib.nullcontext()):
             ray.init(address=target or "local", **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+        # RayError: e.g. AuthenticationError, a cluster with a token this machine lacks
         where = value or "a local Ray instance"
         raise ConfigError(field, value or "(none)",
                           f"a reachable Ray cluster: could not start or join {where} "
