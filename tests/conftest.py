@@ -1,5 +1,3 @@
-import logging
-
 import pytest
 import torch
 
@@ -23,7 +21,8 @@ def ray_instance():
     """One local Ray for the whole session (ray.init takes ~7 s): every Ray test shares it."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
+    from cnnprobe.studies import ray_backend as rb
+
+    assert rb.connect(num_cpus=2, num_gpus=0) is ray  # as `study run --backend ray`
     yield ray
     ray.shutdown()

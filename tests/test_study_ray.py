@@ -1,13 +1,19 @@
-"""The Ray backend on the CPU (one local Ray instance for the session): the same trials and
-metrics as the local backend, a killed worker retried, a stop that stores the trials in
-flight as cancelled, and a missing `ray` said in one line."""
+"""The Ray backend on the CPU (one local Ray instance for the session, started as `study
+run --backend ray` starts one): the same trials and metrics as the local backend, a killed
+worker retried and its temporary store removed, a stop that stores the trials in flight as
+cancelled, what a local Ray listens on, and bad options and addresses said in one line
+within seconds (dead addresses in a subprocess: the old code hung there for minutes)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +23,10 @@ from cnnprobe.cli import main
 from cnnprobe.config import ConfigError
 from cnnprobe.store import RunStore
 from cnnprobe.studies import builtin_plan, plan_from_dict
+from cnnprobe.studies import ray_backend as rb
 from cnnprobe.studies.runner import run_study, trial_records
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def long_plan(name: str, steps: int = 2000):
@@ -40,6 +49,21 @@ def trial_worker_pids() -> list[int]:
             continue
         if cmd.startswith("ray::cnnprobe-trial"):
             out.append(int(proc.name))
+    return out
+
+
+def trial_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{rb.TRIAL_DIR_PREFIX}*")}
+
+
+def left_behind(before: set[str]) -> list[str]:
+    """Trial stores made since `before` whose process is gone (another session's live
+    workers may have theirs meanwhile)."""
+    out = []
+    for name in trial_dirs() - before:
+        pid = name.removeprefix(rb.TRIAL_DIR_PREFIX).split("-", 1)[0]
+        if not (pid.isdigit() and rb._pid_alive(int(pid))):
+            out.append(name)
     return out
 
 
@@ -77,6 +101,7 @@ def test_ray_trials_equal_local_ones(tmp_path, ray_instance):
 def test_a_killed_ray_worker_is_retried_and_the_study_completes(tmp_path, ray_instance):
     plan = long_plan("killed", steps=600)
     killed: list[int] = []
+    before = trial_dirs()
 
     def on_step(trial, step, total):
         if step >= 20 and not killed:
@@ -92,6 +117,7 @@ def test_a_killed_ray_worker_is_retried_and_the_study_completes(tmp_path, ray_in
         records = once_each(store, plan)
         assert {r.status for r in records.values()} == {"finished"}
         assert all(r.pid not in killed for r in records.values())
+    assert left_behind(before) == []  # the killed worker's temporary store is gone
 
 
 def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
@@ -99,6 +125,7 @@ def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
     plan = long_plan("doomed", steps=600)
     plan.seeds = (0,)
     killed: list[int] = []
+    before = trial_dirs()
 
     def on_step(trial, step, total):
         pids = [p for p in trial_worker_pids() if p not in killed]
@@ -110,7 +137,8 @@ def test_a_trial_whose_worker_dies_past_its_retries_is_stored_failed(tmp_path,
         progress = run_study(store, plan, backend="ray", on_step=on_step, max_retries=0)
         assert killed and len(progress.failed) == 1
         (rec,) = trial_records(store, "doomed").values()
-        assert rec.status == "failed" and "Ray worker failed 1 time (" in rec.reason
+        assert rec.status == "failed" and "Ray worker died 1 time (" in rec.reason
+        assert left_behind(before) == []  # no trial ran after it on this node: the driver
         # The study can be run again: the failed trial is kept unless --retry-failed.
         assert run_study(store, plan, backend="ray").trained == []
 
@@ -216,3 +244,267 @@ def test_ray_init_gets_real_file_descriptors_under_the_tui(monkeypatch):
         os.fstat(sys.stdout.fileno())
         os.fstat(sys.stderr.fileno())
     assert isinstance(sys.stdout, Captured)
+
+
+# -- what a local Ray exposes and prints
+
+
+def test_a_local_ray_listens_on_the_loopback_only(ray_instance):
+    """The session's Ray is started as `study run --backend ray` starts one. Its GCS,
+    raylet, workers and this driver's core worker listened on every interface (`*:PORT`,
+    reachable from the network: whoever reaches them runs code here)."""
+    import psutil
+
+    @ray_instance.remote(num_cpus=0)
+    def pid() -> int:
+        return os.getpid()
+
+    worker = ray_instance.get(pid.remote())  # a worker is up
+    me = psutil.Process()
+    procs = [me, *me.children(recursive=True)]
+    assert worker in {p.pid for p in procs}
+    listening = []
+    for proc in procs:
+        try:
+            conns = getattr(proc, "net_connections", proc.connections)(kind="inet")
+            name = proc.name()
+        except psutil.Error:
+            continue
+        listening += [(name, c.laddr.ip, c.laddr.port) for c in conns
+                      if c.status == psutil.CONN_LISTEN]
+    names = {name for name, *_ in listening}
+    assert {"gcs_server", "raylet"} <= names, listening
+    loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+    assert [s for s in listening if s[1] not in loopback] == []
+
+
+def test_the_raylets_news_stays_off_the_terminal(ray_instance, capfd):
+    """Ray prints the raylet's news from a driver thread whatever log_to_driver says, into
+    the CLI's progress bar and over the TUI ("(raylet) A worker died or was killed ...",
+    seen after a killed worker)."""
+    from ray._private import worker
+
+    worker.print_to_stdstream({"lines": ["A worker died or was killed while executing a "
+                                         "task by an unexpected system error."],
+                               "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    out, err = capfd.readouterr()
+    assert "raylet" not in out + err and "worker died" not in out + err
+
+
+def test_why_a_ray_trial_failed_is_said_as_it_happened():
+    from ray import exceptions as rex
+
+    crash = rex.WorkerCrashedError()
+    raised = rex.RayTaskError("remote_trial", "Traceback ...",
+                              ModuleNotFoundError("No module named 'cnnprobe'"))
+    assert rb.failure_reason(crash, 0).startswith("its Ray worker died 1 time (Worker")
+    assert rb.failure_reason(crash, 2).startswith("its Ray worker died 3 times (")
+    for exc in (raised, raised.as_instanceof_cause()):  # as ray.get raises it
+        why = rb.failure_reason(exc, 2)  # raised once, whatever --max-retries says
+        assert why.startswith("it raised ModuleNotFoundError: No module named 'cnnprobe' "
+                              "in its Ray worker, once"), why
+        assert "times" not in why and "--ship-code" in why
+    lost = rb.failure_reason(rex.RuntimeEnvSetupError("pip failed"), 2)
+    assert lost.startswith("Ray could not run it (RuntimeEnvSetupError: ")
+
+
+# -- bad options and addresses: one line, nothing stored
+
+BAD_RAY_RUNS = [
+    # (options after `study run distractors --scale smoke --seeds 1`, what the line says)
+    (["--backend", "ray", "--cpus-per-trial", "64"],
+     "--cpus-per-trial=64.0 is not allowed: at most 2: the largest node"),
+    (["--backend", "ray", "--gpus-per-trial", "1"], "this one has none"),
+    (["--backend", "ray", "--cpus-per-trial", "inf"], "--cpus-per-trial=inf is not allowed"),
+    (["--backend", "ray", "--cpus-per-trial", "nan"], "--cpus-per-trial=nan is not allowed"),
+    (["--backend", "ray", "--cpus-per-trial", "0"], "a number above 0"),
+    (["--backend", "ray", "--cpus-per-trial", "-2"], "a number above 0"),
+    (["--backend", "ray", "--cpus-per-trial", "0.00001"], "at most 4 decimals"),
+    (["--backend", "ray", "--gpus-per-trial", "inf"], "--gpus-per-trial=inf is not allowed"),
+    (["--backend", "ray", "--max-retries", "-1"], "--max-retries=-1 is not allowed"),
+    (["--backend", "ray", "--max-retries", str(10**20)], "from 0 to 1000"),
+    (["--backend", "ray", "--address", "ray://127.0.0.1:10001"],
+     "Ray Client (ray://) is not supported"),
+    (["--backend", "ray", "--address", "head-node"], "auto, or HOST:PORT"),
+    (["--backend", "ray", "--address", "127.0.0.1:99999"], "auto, or HOST:PORT"),
+    (["--backend", "ray", "--workers", "2"], "--workers=2 is not allowed: only with --backend "
+                                              "local"),
+    (["--address", "10.0.0.1:6379"], "--address='10.0.0.1:6379' is not allowed: only with "
+                                     "--backend ray"),
+    (["--cpus-per-trial", "2"], "--cpus-per-trial=2.0 is not allowed: only with --backend ray"),
+    (["--max-retries", "0"], "--max-retries=0 is not allowed: only with --backend ray"),
+    (["--ship-code"], "--ship-code=True is not allowed: only with --backend ray"),
+]
+
+
+@pytest.mark.parametrize("options, says", BAD_RAY_RUNS,
+                         ids=[" ".join(o) for o, _ in BAD_RAY_RUNS])
+def test_bad_ray_options_are_one_line_and_store_nothing(tmp_path, capsys, ray_instance,
+                                                        options, says):
+    plan = builtin_plan("distractors", "smoke", seeds=1)
+    with RunStore(tmp_path) as store:  # a stopped trial, which a study run would replace
+        stale = store.create_run(plan.trials()[0].config, name="stale",
+                                 tags=plan.trials()[0].tags)
+        store.set_status(stale, "cancelled", "stopped")
+        before = [(r.id, r.status) for r in store.list_runs()]
+    code = main(["--store", str(tmp_path), "study", "run", "distractors", "--scale", "smoke",
+                 "--seeds", "1", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    with RunStore(tmp_path) as store:
+        assert [(r.id, r.status) for r in store.list_runs()] == before
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`cnnprobe ARGS` in a process of its own, from this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    if "RAY_ADDRESS" not in (env or {}):
+        env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-c", "import sys; from cnnprobe.cli import "
+                             "main; sys.exit(main())", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # the old code: still connecting
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.parametrize("options, env, named", [
+    (["--address", "127.0.0.1:1"], {}, "--address"),
+    ([], {"RAY_ADDRESS": "127.0.0.1:1"}, "RAY_ADDRESS"),
+    (["--address", "auto"], {"RAY_ADDRESS": "127.0.0.1:1"}, "RAY_ADDRESS"),
+])
+def test_a_dead_ray_address_is_one_line_within_seconds(tmp_path, options, env, named):
+    """It was no answer after 150 s, Ray's C++ warnings every few seconds, Ctrl-C ignored
+    for about 11 minutes."""
+    start = time.monotonic()
+    proc = run_cli(["--store", str(tmp_path), "study", "run", "distractors", "--scale",
+                    "smoke", "--seeds", "1", "--backend", "ray", *options], env)
+    out, err = finish(proc, 40)
+    assert time.monotonic() - start < 30 and proc.returncode == 2, (out, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{named}='127.0.0.1:1' is not allowed: a Ray cluster that answers: " in err
+    assert "connection refused" in err or "no answer within 10 s" in err
+    assert "rpc_client" not in out + err  # Ray's own warnings
+    with RunStore(tmp_path) as store:
+        assert store.list_runs() == []
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts and never answers, on the address Ray dials for this
+    machine (its node address): (host, port, an Event set once a client connected)."""
+    from ray._private.services import node_ip_address_from_perspective
+
+    host = node_ip_address_from_perspective()
+    srv = socket.create_server((host, 0))
+    accepted, conns = threading.Event(), []
+
+    def serve() -> None:
+        while True:
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                return
+            accepted.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield host, srv.getsockname()[1], accepted
+    srv.close()
+    for conn in conns:
+        conn.close()
+
+
+def test_an_address_that_does_not_answer_as_ray_is_said_within_the_limit(silent_server):
+    host, port, _ = silent_server
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match="a connection but no reply within 0.5 s"):
+        rb.wait_for_answer(f"{host}:{port}", "--address", f"{host}:{port}", limit=0.5)
+    assert time.monotonic() - start < 2
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.monotonic()
+    assert rb.wait_for_answer(f"{host}:{port}", "--address", "x", cancel, limit=30) is False
+    assert time.monotonic() - start < 2  # Ctrl-C (the first sets cancel) stops the wait
+
+
+def test_ray_answers_the_check_an_address_gets(ray_instance):
+    address = ray_instance.get_runtime_context().gcs_address
+    assert rb.wait_for_answer(address, "--address", address, limit=5) is True
+
+
+def test_ctrl_c_while_connecting_to_ray_stops_at_once(tmp_path, silent_server):
+    host, port, accepted = silent_server
+    proc = run_cli(["--store", str(tmp_path), "study", "run", "distractors", "--scale",
+                    "smoke", "--seeds", "1", "--backend", "ray", "--address",
+                    f"{host}:{port}"])
+    try:
+        assert accepted.wait(30), "the CLI never connected"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        out, err = finish(proc, 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - start < 5 and proc.returncode == 130, (out, err)
+    assert "stopped: run it again" in out
+    with RunStore(tmp_path) as store:
+        assert store.list_runs() == []
+
+
+# -- --ship-code
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(cwd), "-c", "user.name=t", "-c", "user.email=t@t",
+                    *args], check=True, capture_output=True)
+
+
+def test_ship_code_sends_only_what_git_tracks_under_the_engine(tmp_path):
+    """It sent the whole checkout less a few excludes: `.env`, keys and any other untracked
+    file went to every worker."""
+    repo = tmp_path / "checkout"
+    (repo / "cnnprobe" / "sub").mkdir(parents=True)
+    (repo / "cnnprobe" / "__init__.py").write_text("A = 1\n")
+    (repo / "cnnprobe" / "sub" / "mod.py").write_text("B = 1\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_x.py").write_text("")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "x")
+    (repo / "cnnprobe" / "sub" / "mod.py").write_text("B = 2\n")  # an edit: shipped
+    for secret in (".env", "cnnprobe/.env", "cnnprobe/new.py", "cnnprobe/key.pem"):
+        (repo / secret).write_text("SECRET=1\n")
+    (repo / "cnnprobe" / "link.py").symlink_to(repo / ".env")
+    folder = rb.ship_folder(repo)
+    try:
+        shipped = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        assert shipped == ["cnnprobe/__init__.py", "cnnprobe/sub/mod.py"]
+        assert (folder / "cnnprobe" / "sub" / "mod.py").read_text() == "B = 2\n"
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigError, match="--ship-code=True is not allowed: a git checkout"):
+        rb.ship_folder(tmp_path / "plain")
+
+
+def test_trial_stores_of_gone_workers_are_swept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    gone = tmp_path / f"{rb.TRIAL_DIR_PREFIX}{dead}-abc"
+    alive = tmp_path / f"{rb.TRIAL_DIR_PREFIX}{os.getpid()}-abc"
+    other = tmp_path / f"{rb.TRIAL_DIR_PREFIX}xyz"  # not one of ours: left alone
+    for path in (gone, alive, other):
+        (path / "runs").mkdir(parents=True)
+    link = tmp_path / f"{rb.TRIAL_DIR_PREFIX}{dead}-link"
+    link.symlink_to(alive)
+    assert rb.sweep_trial_dirs(tmp_path) == [gone]
+    assert not gone.exists() and alive.exists() and other.exists() and link.is_symlink()

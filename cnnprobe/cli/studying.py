@@ -15,6 +15,7 @@ from rich.table import Table
 from cnnprobe.cli.records import confirm_delete
 from cnnprobe.cli.tables import literal, print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels, stopped_line
+from cnnprobe.config import ConfigError
 from cnnprobe.report.formatting import num
 from cnnprobe.shown import shown
 from cnnprobe.stopping import exit_code
@@ -39,6 +40,32 @@ def _same_study(args: argparse.Namespace) -> str:
     return out + (f" --seeds {args.seeds}" if args.seeds else "")
 
 
+RAY_ONLY = ("address", "cpus_per_trial", "max_retries", "ship_code")
+
+
+def _backend_options(args: argparse.Namespace) -> None:
+    """An option of the other backend is refused, not ignored: `--address` without
+    `--backend ray` would train on this machine while you think it runs on the cluster."""
+    if args.backend != "ray":
+        for dest in RAY_ONLY:
+            value = getattr(args, dest)
+            if value is not None and value is not False:  # --max-retries 0 is given
+                raise ConfigError(f"--{dest.replace('_', '-')}", value,
+                                  "only with --backend ray (add it, or leave this out)")
+        return
+    if args.workers is not None:
+        raise ConfigError("--workers", args.workers, "only with --backend local: on Ray, "
+                          "--cpus-per-trial and --gpus-per-trial set how many trials run at "
+                          "once")
+    from cnnprobe.studies.ray_backend import check_options, import_ray, resolve_address
+
+    import_ray()  # these are said before the header line of the study
+    check_options(2 if args.max_retries is None else args.max_retries,
+                  1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+                  args.gpus_per_trial)
+    resolve_address(args.address)  # ray://, a malformed address; whether it answers: later
+
+
 def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -> int:
     from rich.progress import (
         BarColumn,
@@ -51,6 +78,7 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
 
     from cnnprobe.studies.runner import run_study
 
+    _backend_options(args)
     plan = _plan(args)  # a bad plan stops here, before anything is stored
     trials = plan.trials()
     if not args.json:
@@ -108,8 +136,11 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
             progress = run_study(store, plan, cancel=cancel, retry_failed=args.retry_failed,
                                  on_trial=on_trial, on_step=on_step, workers=args.workers,
                                  gpus_per_trial=args.gpus_per_trial, backend=args.backend,
-                                 address=args.address, max_retries=args.max_retries,
-                                 cpus_per_trial=args.cpus_per_trial,
+                                 address=args.address,
+                                 max_retries=2 if args.max_retries is None else
+                                 args.max_retries,
+                                 cpus_per_trial=1.0 if args.cpus_per_trial is None else
+                                 args.cpus_per_trial,
                                  ship_code=args.ship_code, on_note=lambda line: console.print(
                                      line, highlight=False, markup=False))
     if args.json:
@@ -339,17 +370,18 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                            help="local worker processes (default), or Ray tasks "
                                 "(pip install -e '.[ray]'; docs/scale-out.md)")
             v.add_argument("--address", default=None,
-                           help="with --backend ray: the cluster to join (auto, HOST:PORT, "
-                                "ray://HOST:10001); default: start a local Ray instance")
-            v.add_argument("--max-retries", type=int, default=2,
+                           help="with --backend ray: the cluster to join (auto, or HOST:PORT "
+                                "of its GCS); default: $RAY_ADDRESS, else start a local Ray "
+                                "instance that listens on 127.0.0.1 only")
+            v.add_argument("--max-retries", type=int, default=None,
                            help="with --backend ray: runs of a trial whose worker died "
                                 "(default 2), then it is stored as failed")
-            v.add_argument("--cpus-per-trial", type=float, default=1.0,
+            v.add_argument("--cpus-per-trial", type=float, default=None,
                            help="with --backend ray: CPUs a trial reserves (default 1)")
             v.add_argument("--ship-code", action="store_true",
-                           help="with --backend ray: send this checkout to the workers "
-                                "(runtime_env working_dir) instead of using their "
-                                "installed cnnprobe")
+                           help="with --backend ray: send this checkout's cnnprobe/ to "
+                                "the workers (the files git tracks, nothing else; Ray's "
+                                "runtime_env working_dir) instead of their installed one")
         if verb == "show":
             v.add_argument("--no-plots", action="store_true",
                            help="leave out the text plots")

@@ -256,10 +256,15 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         slots = trial_slots(workers, gpus_per_trial, gpus, plan.base.train.device)
     else:
-        from cnnprobe.studies.ray_backend import check_options, import_ray
+        from cnnprobe.studies.ray_backend import check_options, import_ray, prepare
 
         import_ray()  # a missing extra is said before anything is stored
-        check_options(max_retries, cpus_per_trial)
+        check_options(max_retries, cpus_per_trial, gpus_per_trial)
+        # Ray started or joined (a dead address said within seconds) and the trial's
+        # resources found on a node, before the store is touched.
+        if not prepare(address, ship_code=ship_code, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial, cancel=cancel):
+            return StudyProgress(cancelled=True)
     progress = StudyProgress()
     with TrialClaimer(store, plan, retry_failed=retry_failed, kept=progress.kept,
                       on_trial=on_trial, records=trial_records,
@@ -278,9 +283,8 @@ def run_study(store: RunStore, plan: StudyPlan, *, cancel=None, retry_failed: bo
                 mine = [t for t in todo if claims.start(t)]
                 if mine:
                     run_on_ray(store, plan, mine, progress, on_trial, on_step, cancel=cancel,
-                               address=address, gpus_per_trial=gpus_per_trial,
-                               cpus_per_trial=cpus_per_trial, max_retries=max_retries,
-                               ship_code=ship_code, settle=settle)
+                               gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                               max_retries=max_retries, settle=settle)
             elif len(slots) == 1 and slots[0] is None:
                 _run_here(store, plan, todo, cancel, progress, on_trial, on_step,
                           claims.start, settle)
