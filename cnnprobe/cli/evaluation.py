@@ -68,6 +68,9 @@ def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int
              if done else f"{args.which} checkpoint")
     console.print(f"run {run_id[:8]} on {where}", highlight=False)
     console.print(f"measured with: {describe(ev.measured)}", highlight=False)
+    if args.which == "best" and args.region == "train":
+        console.print("samples: a test set drawn apart from the validation set that selected "
+                      "this checkpoint", highlight=False)
     console.print(metrics_table(ev.metrics, "metrics"))
     console.print(describe_table(ev))
     if args.by_label:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnprobe.cli.tables import RUN_REF_HELP, literal, print_json, warn
+from cnnprobe.measurement import describe_short
 from cnnprobe.report.export import FORMATS, export_comparison, export_run
 from cnnprobe.report.formatting import num
 from cnnprobe.report.summary import comparison
@@ -64,7 +65,10 @@ def cmd_compare(args: argparse.Namespace, console: Console, store: RunStore) -> 
     table.add_section()
     for m in comp["metric_names"]:
         table.add_row(f"[bold]{literal(m)}[/bold]", *(num(r["metrics"].get(m)) for r in runs))
-    table.add_row("[bold]best val mae[/bold]", *(num(r["best_val_mae"]) for r in runs))
+    table.add_row("measured with", *(literal(describe_short(r.get("measured")))
+                                     for r in runs))
+    table.add_row("[bold]best val mae[/bold] (selected on validation)",
+                  *(num(r["best_val_mae"]) for r in runs))
     console.print(table)
     for kind, by_value in comp["sweep_mae"].items():
         sweep = Table(title=f"{kind} sweep MAE")

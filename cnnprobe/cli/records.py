@@ -57,6 +57,13 @@ def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int
             else " yet: `cnnprobe train`"))
     else:
         console.print(runs_table(records, f"runs in {store.path} (newest first)"))
+        console.print("MAE: each run's final validation with the weights, BatchNorm "
+                      "statistics and input normalisation its record names (`cnnprobe show "
+                      "RUN`)" + ("; * the best validation MAE so far of a run that did not "
+                                 "finish (selected on validation)" if any(
+                                     "mae" not in r.metrics and r.best_val_mae is not None
+                                     for r in records) else ""),
+                      style="dim", highlight=False)
         if args.limit is None and len(records) == limit:
             total = store.count_runs(**filters) if total is None else total
             if total > limit:
@@ -121,9 +128,13 @@ def cmd_show(args: argparse.Namespace, console: Console, store: RunStore) -> int
         best = best_of(store.val_history(run_id))
         if best is not None and best["step"] != rec.steps_done:
             console.print(f"best validation: MAE {num(best['mae'])}, R² {num(best.get('r2'))} "
-                          f"at step {best['step']} (the `best` checkpoint)", highlight=False)
+                          f"at step {best['step']} (the `best` checkpoint, selected on validation: "
+                          "optimistic; `cnnprobe eval RUN --which best` scores it on a test "
+                          "set)", highlight=False)
     elif rec.best_val_mae is not None:
-        console.print(f"best validation MAE so far: {num(rec.best_val_mae)}")
+        console.print(f"best validation MAE so far: {num(rec.best_val_mae)} (selected on "
+                      "validation: optimistic; `cnnprobe eval RUN --which best` scores it on "
+                      "a test set)")
     for info_row in store.sweeps(run_id):
         sweep = store.sweep_table(run_id, info_row["kind"])  # its samples file is not read
         console.print(frame_table(sweep, literal(

@@ -269,8 +269,8 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     if report.missing:
         console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
                       highlight=False, markup=False)
-    for note in report.notes:
-        console.print(f"note: {note}", highlight=False, markup=False)
+    for line in [*report.measured_lines(), *(f"note: {n}" for n in report.notes)]:
+        console.print(shown(line), highlight=False, markup=False)
     for group, text in report.verdicts.items():
         console.print(shown(f"verdict{f' ({group})' if group else ''}: {text}"),
                       highlight=False, markup=False)

@@ -99,8 +99,10 @@ class RunsTable:
             steps = (f"{r.steps_done}/{r.total_steps}" if r.status == "running"
                      else str(r.steps_done))
             mae = r.metrics.get("mae", r.best_val_mae)  # stopped early: the best so far
+            # * marks a best-so-far MAE (selected on validation), not a final metric
+            star = "*" if "mae" not in r.metrics and mae is not None else ""
             rows.append([ids[r.id], shown(r.name), r.status, shown(f"{r.task}/{r.model}"),
-                         r.resolution, steps, num(mae), ago(r.created_at, short=True),
+                         r.resolution, steps, num(mae) + star, ago(r.created_at, short=True),
                          shown(",".join(r.tags))])
         return rows
 

@@ -216,7 +216,7 @@ def comparison_markdown(c: dict[str, Any]) -> str:
     rows += [[k, *(r["config"][k] for r in runs)] for k in c["differences"]]
     rows += [["measured with", *(describe(r.get("measured")) for r in runs)]]
     rows += [[f"**{m}**", *(r["metrics"].get(m) for r in runs)] for m in c["metric_names"]]
-    rows += [["**best val mae**", *(r["best_val_mae"] for r in runs)]]
+    rows += [["**best val mae** (selected on validation)", *(r["best_val_mae"] for r in runs)]]
     parts = [f"# Comparison of {len(runs)} runs",
              "Settings that differ between the runs, then their final metrics.",
              table(header, rows)]

@@ -245,7 +245,8 @@ def study_markdown(data: dict[str, Any]) -> str:
               "every seed are ranked.",
               table(["variant", "trials", "learned", "parameters",
                      f"{metric}: mean ± SD (n)", "95% interval"], rows)]
-    parts += [f"Note: {note}." for note in data.get("notes", [])]
+    parts += [f"Note: {md_line(note)}." for note in data.get("notes", [])]
+    parts += [md_line(line[0].upper() + line[1:]) + "." for line in data.get("measured_with", [])]
     others = [m for m in final_metrics(data) if m != metric]
     if others:
         parts += ["## Every final metric",

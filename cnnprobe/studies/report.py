@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 from cnnprobe.studies.plan import StudyPlan
 from cnnprobe.studies.runner import metric_prefix, trial_metrics, trial_records
@@ -87,6 +88,21 @@ class StudyReport:
     notes: list[str] = field(default_factory=list)  # what the numbers cover, in words
     controls: str = ""  # the plan's design: what is held fixed, what else differs
     parameters: dict[str, list[int]] = field(default_factory=dict)  # label -> counts seen
+    # label -> how its trials' final metrics were made (measurement.describe), distinct
+    measured: dict[str, list[str]] = field(default_factory=dict)
+
+    def measured_lines(self) -> list[str]:
+        """'measured with: WHAT' per distinct description, naming the variants when they
+        differ: which weights, BatchNorm statistics and input normalisation every number
+        of the report comes from."""
+        by_text: dict[str, list[str]] = {}
+        for label, texts in self.measured.items():
+            for text in texts:
+                by_text.setdefault(text, []).append(label)
+        if len(by_text) == 1:
+            return [f"final metrics measured with: {next(iter(by_text))}"]
+        return [f"final metrics of {', '.join(labels)} measured with: {text}"
+                for text, labels in by_text.items()]
     # one line per damaged trial file (file, run, the command that rewrites it): the
     # numbers made from it are left out, the rest of the report stands
     unreadable: list[str] = field(default_factory=list)
@@ -112,6 +128,7 @@ class StudyReport:
                 "metric": self.metric, "source": self.source, "seeds": list(self.seeds),
                 "command": self.command, "verdicts": self.verdicts, "missing": self.missing,
                 "notes": list(self.notes), "controls": self.controls,
+                "measured_with": self.measured_lines(),
                 "comparisons": {g: [c.as_dict() for c in cs]
                                 for g, cs in self.comparisons.items()},
                 "unreadable": self.unreadable,
@@ -120,6 +137,7 @@ class StudyReport:
                                  "learned": (self.learned[v].as_dict() if v in self.learned
                                              else None),
                                  "parameters": self.parameters.get(v, []),
+                                 "measured": self.measured.get(v, []),
                                  "metrics": {m: s.as_dict() for m, s in ms.items()},
                                  "statuses": self.statuses[v], "runs": self.runs[v],
                                  "sweeps": sweeps(v),
@@ -228,6 +246,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     statuses: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
     parameters: dict[str, list[int]] = {}
+    measured: dict[str, list[str]] = {}
     missing = 0
     unreadable: list[str] = []
     for trial in plan.trials():
@@ -245,6 +264,9 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
         if rec.parameters and rec.parameters not in parameters.setdefault(trial.variant, []):
             parameters[trial.variant].append(rec.parameters)
         if rec.status == "finished":
+            how = describe(rec.measured)
+            if how not in measured.setdefault(trial.variant, []):
+                measured[trial.variant].append(how)
             per[trial.variant][trial.seed] = {
                 m: v for m, v in trial_metrics(store, rec, unreadable).items()
                 if m not in NOT_METRICS}
@@ -319,5 +341,6 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
             plan.metric, values, {label: learned[label] for label in members})
     return StudyReport(plan.name, plan.question, plan.metric, summaries, statuses, verdicts,
                        missing, runs, sweeps, evaluations, tuple(plan.seeds), plan.source,
-                       command, task_of, learned, comparisons, notes, plan.controls,
-                       parameters, unreadable)
+                       command, task_of, learned, comparisons, notes,
+                       controls=plan.controls, parameters=parameters, measured=measured,
+                       unreadable=unreadable)

@@ -319,7 +319,7 @@ class StudiesScreen(Screen[None]):
                 cells.append("-" if s is None or s.n == 0 else
                              f"{num(s.mean)} ± {num(s.std, 2)} ({s.n})")
             table.add_row(Text(shown(label)), status or "-", learned, *cells)
-        verdicts = [f"note: {n}" for n in report.notes]
+        verdicts = [*report.measured_lines(), *(f"note: {n}" for n in report.notes)]
         verdicts += [f"verdict{f' ({g})' if g else ''}: {t}" for g, t in report.verdicts.items()]
         self.query_one("#study-verdict", Static).update(shown("\n".join(verdicts),
                                                               newlines=True))
