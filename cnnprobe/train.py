@@ -26,7 +26,7 @@ from cnnprobe.events import (
     StepEvent,
     TrainState,
 )
-from cnnprobe.metrics import mean_guess_mae
+from cnnprobe.metrics import mean_guess_mae, steps_to_r2
 from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
 from cnnprobe.step import TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed
@@ -180,6 +180,12 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
             result.evaluation = last_eval or evs.pop(0)
             result.final_metrics = dict(result.evaluation.metrics)
             result.measured = dict(result.evaluation.measured)
+            # Time to learn, over every validation of the run (a resume's earlier ones too;
+            # a final evaluation made after a cancel counts as one at its step).
+            history = [*(resume.val_history if resume is not None else []),
+                       *result.val_history,
+                       *([] if last_eval else [{"step": step, **result.final_metrics}])]
+            result.final_metrics.update(steps_to_r2(history))
             for held in evs:  # the held-out quadrant, at the same statistics
                 result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
                 # Its own baseline: the training distribution's mean label (estimated by the
