@@ -65,6 +65,20 @@ def fit_input_norm(model: nn.Module, task: Any, seed: int, device: torch.device)
         norm.fit(task.sample(n, g).images for n in sizes)
 
 
+def fit_output_bias(model: nn.Module, task: Any, seed: int, device: torch.device) -> None:
+    """For a model that asks (`output_bias_from_labels`: coordconv), start its prediction at
+    the mean label of NORM_SAMPLES training draws (its own stream of the run's seed), drawn
+    in chunks as fit_input_norm draws."""
+    if not getattr(model, "output_bias_from_labels", False):
+        return
+    g = make_generator(seed, device, "output-bias")
+    per_image = task.in_channels * task.cfg.height * task.cfg.width
+    chunk = max(1, min(NORM_SAMPLES, NORM_FLOATS // per_image))
+    total = sum(float(task.sample(min(chunk, NORM_SAMPLES - i), g).targets.double().sum())
+                for i in range(0, NORM_SAMPLES, chunk))
+    model.head.set_output_bias(total / NORM_SAMPLES)
+
+
 def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None,
           *, resume: ResumeState | None = None,
           init_model_state: dict[str, Any] | None = None) -> RunResult:
@@ -131,6 +145,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     try:
         if resume is None and init_model_state is None:  # inside: a failure fails the run
             fit_input_norm(model, task, tr.seed, device)
+            fit_output_bias(model, task, tr.seed, device)
         while step < total:
             if cancel is not None and cancel.is_set():
                 result.status = "cancelled"
