@@ -27,6 +27,9 @@ class ResumeState:
     step: int
     samples_seen: int
     best_val_mae: float = math.inf
+    # The validation rows before `step` (the store's val_history): the time-to-learn
+    # metrics (steps_to_r2_90/99) count from the run's first step, not the resume.
+    val_history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass

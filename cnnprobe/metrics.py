@@ -40,6 +40,22 @@ def mean_guess_mae(labels: np.ndarray, reference: np.ndarray | None = None) -> f
     return float(np.mean(np.abs(y - ref.mean())))
 
 
+# Time to learn: the first validation step at which R² reached each threshold.
+R2_THRESHOLDS = {"steps_to_r2_90": 0.9, "steps_to_r2_99": 0.99}
+
+
+def steps_to_r2(history: list[dict[str, float]]) -> dict[str, int | None]:
+    """`steps_to_r2_90` and `steps_to_r2_99`: the first step of `history` (validation rows of
+    step and r2, in step order) whose R² is at least 0.9 / 0.99; None when none reached it.
+    Its resolution is the run's validation interval (train.eval_every)."""
+    out: dict[str, int | None] = {}
+    for name, threshold in R2_THRESHOLDS.items():
+        out[name] = next((int(row["step"]) for row in history
+                          if isinstance(row.get("r2"), (int, float))
+                          and row["r2"] >= threshold), None)
+    return out
+
+
 def error_by_label(labels: np.ndarray, errors: np.ndarray, bins: int = 20) -> pd.DataFrame:
     """Absolute error binned by label: the notebook's loss-vs-label scatter, summarised."""
     import pandas as pd  # here: the TUI imports this module before its first paint

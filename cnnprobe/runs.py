@@ -331,7 +331,8 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
                          f"to {now}: resume it with --device {was}, or fine-tune it instead")
     store.begin_segment(run_id, cfg, step=ckpt.step, samples_seen=ckpt.samples_seen)
     state = ResumeState(ckpt.model_state, ckpt.optimizer_state, ckpt.generator_state,
-                        ckpt.step, ckpt.samples_seen, ckpt.best_val_mae)
+                        ckpt.step, ckpt.samples_seen, ckpt.best_val_mae,
+                        val_history=store.val_history(run_id))  # up to ckpt.step
     listeners = [RunRecorder(store, run_id, config=cfg), *callbacks]
     return run_id, _train_recorded(store, run_id, _from_checkpoint(cfg), listeners, cancel,
                                    new_run=False, resume=state)

@@ -26,7 +26,7 @@ from cnnprobe.events import (
     StepEvent,
     TrainState,
 )
-from cnnprobe.metrics import mean_guess_mae
+from cnnprobe.metrics import mean_guess_mae, steps_to_r2
 from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
 from cnnprobe.step import TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed
@@ -63,6 +63,20 @@ def fit_input_norm(model: nn.Module, task: Any, seed: int, device: torch.device)
         chunk = max(1, min(NORM_SAMPLES, NORM_FLOATS // per_image))
         sizes = [min(chunk, NORM_SAMPLES - i) for i in range(0, NORM_SAMPLES, chunk)]
         norm.fit(task.sample(n, g).images for n in sizes)
+
+
+def fit_output_bias(model: nn.Module, task: Any, seed: int, device: torch.device) -> None:
+    """For a model that asks (`output_bias_from_labels`: coordconv), start its prediction at
+    the mean label of NORM_SAMPLES training draws (its own stream of the run's seed), drawn
+    in chunks as fit_input_norm draws."""
+    if not getattr(model, "output_bias_from_labels", False):
+        return
+    g = make_generator(seed, device, "output-bias")
+    per_image = task.in_channels * task.cfg.height * task.cfg.width
+    chunk = max(1, min(NORM_SAMPLES, NORM_FLOATS // per_image))
+    total = sum(float(task.sample(min(chunk, NORM_SAMPLES - i), g).targets.double().sum())
+                for i in range(0, NORM_SAMPLES, chunk))
+    model.head.set_output_bias(total / NORM_SAMPLES)
 
 
 def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None,
@@ -131,6 +145,7 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
     try:
         if resume is None and init_model_state is None:  # inside: a failure fails the run
             fit_input_norm(model, task, tr.seed, device)
+            fit_output_bias(model, task, tr.seed, device)
         while step < total:
             if cancel is not None and cancel.is_set():
                 result.status = "cancelled"
@@ -180,6 +195,12 @@ def train(config: RunConfig, callbacks: Iterable[Callback] = (), cancel: CancelF
             result.evaluation = last_eval or evs.pop(0)
             result.final_metrics = dict(result.evaluation.metrics)
             result.measured = dict(result.evaluation.measured)
+            # Time to learn, over every validation of the run (a resume's earlier ones too;
+            # a final evaluation made after a cancel counts as one at its step).
+            history = [*(resume.val_history if resume is not None else []),
+                       *result.val_history,
+                       *([] if last_eval else [{"step": step, **result.final_metrics}])]
+            result.final_metrics.update(steps_to_r2(history))
             for held in evs:  # the held-out quadrant, at the same statistics
                 result.final_metrics.update({f"heldout_{k}": v for k, v in held.metrics.items()})
                 # Its own baseline: the training distribution's mean label (estimated by the

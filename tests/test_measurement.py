@@ -97,7 +97,7 @@ def test_every_evaluation_of_a_bn_run_uses_recalibrated_statistics(tmp_path):
         "weights": "last", "step": 12, "batchnorm": "recalibrated", "bn_samples": 256,
         "input_norm": "task"}
     ev = evaluate_run(store, rid, which="last", n=64, device="cpu")
-    assert ev.metrics == pytest.approx(result.final_metrics)
+    assert ev.metrics == pytest.approx(result.evaluation.metrics)
     assert store.evaluations(rid)[-1]["options"]["measured"] == rec.measured
     off = evaluate_run(store, rid, which="last", n=64, device="cpu", precise_bn=False)
     assert off.measured["batchnorm"] == "running" and off.metrics["mae"] != ev.metrics["mae"]
@@ -161,7 +161,7 @@ def test_task_normalisation_is_fitted_stored_and_applied_on_every_path(tmp_path)
     np.testing.assert_allclose(acts["input_norm"], expected, rtol=1e-6, atol=1e-6)
     # predict (evaluation and sweeps) runs the same model, normalisation included.
     ev = predict(model, cfg.task, 64, seed=cfg.train.seed, device="cpu", batch_size=32)
-    assert ev.metrics == pytest.approx(result.final_metrics)
+    assert ev.metrics == pytest.approx(result.evaluation.metrics)
 
 
 def test_input_norm_fit_and_imagenet_constants():

@@ -127,6 +127,7 @@ def _saved_floats_per_pixel(model: nn.Module, h: int, w: int, batch: int = 2) ->
 
 @pytest.mark.parametrize("name,options", [
     ("seednet", {}), ("coordconv", {}), ("resnet18", {}), ("mobilenet_v3_small", {}),
+    ("coordconv_paper", {}), ("conv_paper", {}),
     ("plaincnn", {"pool": "max"}), ("plaincnn", {"pool": "avg"}),
     ("plaincnn", {"pool": "stride"}), ("plaincnn", {"pool": "none"}),
 ])

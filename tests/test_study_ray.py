@@ -87,7 +87,11 @@ def test_ray_trials_equal_local_ones(tmp_path, ray_instance):
         for key, rec in a.items():
             other = b[key]
             assert other.status == "finished" and other.tags == rec.tags
-            assert other.metrics == pytest.approx(rec.metrics, rel=1e-5, abs=1e-6)
+            never = {k for k, v in rec.metrics.items() if v is None}  # steps_to_r2_* not met
+            assert {k for k, v in other.metrics.items() if v is None} == never
+            assert {k: v for k, v in other.metrics.items() if k not in never} == \
+                pytest.approx({k: v for k, v in rec.metrics.items() if k not in never},
+                              rel=1e-5, abs=1e-6)
             assert other.pid != os.getpid()  # trained in a Ray worker
             sa = local.sweep(rec.id, "distractors").table
             sb = remote.sweep(other.id, "distractors").table

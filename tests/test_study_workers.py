@@ -164,7 +164,7 @@ def test_resolution_trials_are_fine_tuned_at_the_notebooks_ratio(tmp_path):
                                                        "distance, normalized units"}
 
 
-def test_uniform_split_trials_are_scored_on_the_held_out_quadrant(tmp_path):
+def test_uniform_split_trials_are_scored_on_the_held_out_quadrant(tmp_path, capsys, monkeypatch):
     from cnnprobe.runs import evaluate_run
 
     store = RunStore(tmp_path)
@@ -196,3 +196,12 @@ def test_uniform_split_trials_are_scored_on_the_held_out_quadrant(tmp_path):
         assert got["heldout_mean_guess_mae"] == pytest.approx(want, rel=1e-6)
         assert got["heldout_mean_guess_mae"] != pytest.approx(got["mean_guess_mae"])
         assert "heldout_r2" in got
+    # `study show` has a column for each: the held-out R² beside the held-out MAE.
+    from cnnprobe.cli import main
+
+    monkeypatch.setenv("COLUMNS", "240")
+    capsys.readouterr()
+    assert main(["--store", str(tmp_path), "study", "show", "position", "--scale", "smoke",
+                 "--seeds", "1", "--no-plots"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "variant" in line)
+    assert "heldout_mae" in header and "heldout_r2" in header

@@ -2,7 +2,8 @@
 task before any tensor is made.
 
 Each model maps (B, C, H, W) float images to (B,) float32 predictions for any H, W of at
-least its `min_size`, and ends in an fp32 RegressionHead (see head.py).
+least its `min_size`, and ends in an fp32 RegressionHead (see head.py); the CoordConv
+paper's models, which have no head, compute in fp32 throughout (paper.py).
 
 This module is torch-free: the registry, the checks and `model_table` answer without
 importing torch (`cnnprobe models`, the TUI's form before the engine has loaded); only
@@ -21,6 +22,10 @@ from cnnprobe.models.spec import (
     BACKBONE_BATCH1_MIN_SIZE,
     BACKBONE_FLOATS_PER_PIXEL,
     BACKBONE_MIN_SIZE,
+    CONV_PAPER_BATCH1_MIN_SIZE,
+    CONV_PAPER_FLOATS_PER_PIXEL,
+    CONV_PAPER_MIN_SIZE,
+    COORDCONV_PAPER_FLOATS_PER_PIXEL,
     SEEDNET_FLOATS_PER_PIXEL,
     WeightsError,
     coordconv_floats_per_pixel,
@@ -62,6 +67,9 @@ class ModelSpec:
     # without building (and so without importing torch); tests/test_models.py builds each
     # model and checks this number.
     params: int = 0
+    # `auto` input normalisation is none: the model reads the raw images (the CoordConv
+    # paper's models were trained on raw 0/1 images).
+    raw_input: bool = False
 
 
 def _const(value: float) -> Callable[[ModelConfig], float]:
@@ -90,6 +98,18 @@ def _build_coordconv(cfg: ModelConfig, in_channels: int) -> nn.Module:
     from cnnprobe.models.coordconv import build_coordconv
 
     return build_coordconv(cfg, in_channels)
+
+
+def _build_coordconv_paper(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.paper import build_coordconv_paper
+
+    return build_coordconv_paper(cfg, in_channels)
+
+
+def _build_conv_paper(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    from cnnprobe.models.paper import build_conv_paper
+
+    return build_conv_paper(cfg, in_channels)
 
 
 def _backbone(arch: str) -> Callable[[ModelConfig, int], nn.Module]:
@@ -122,6 +142,14 @@ _SPECS = [
               lambda cfg: coordconv_min_size(cfg.depth), False, False,
               coordconv_floats_per_pixel,
               params=39_393),
+    ModelSpec("coordconv_paper", "the CoordConv paper's regressor: x/y channels once at the "
+              "input, 1x1/3x3 linear convs of 8, global max pool, no MLP head",
+              _build_coordconv_paper, _const(1), False, False,
+              _const(COORDCONV_PAPER_FLOATS_PER_PIXEL), params=849, raw_input=True),
+    ModelSpec("conv_paper", "the CoordConv paper's conv baseline (quadrant split): strided "
+              "convs of 16 with ReLU, 2 BatchNorms, global mean", _build_conv_paper,
+              _const(CONV_PAPER_MIN_SIZE), False, False, _const(CONV_PAPER_FLOATS_PER_PIXEL),
+              _const(CONV_PAPER_BATCH1_MIN_SIZE), params=13_569, raw_input=True),
     ModelSpec("resnet18", "torchvision ResNet-18 (ImageNet weights optional), fc replaced by "
               "a regression head", _backbone("resnet18"),
               lambda cfg: BACKBONE_MIN_SIZE, False, True,
@@ -172,14 +200,15 @@ def resolve_input_norm(cfg: ModelConfig) -> str:
     """The input normalisation `auto` means for this model (any other value is kept).
 
     seednet and coordmlp: none (their features are the raw coordinate values, as in the
-    notebook). A backbone with loaded weights: imagenet (what its filters were trained on).
+    notebook); the CoordConv paper's models too (the paper trained them on raw images).
+    A backbone with loaded weights: imagenet (what its filters were trained on).
     Every other model: task, the per-channel standardisation fitted to the task's images,
     without which a conv net cannot see single-pixel markers beside the coordinate ramps.
     """
     if cfg.input_norm != "auto":
         return cfg.input_norm
     spec = _spec(cfg.name)
-    if spec.needs_coord_channels:
+    if spec.needs_coord_channels or spec.raw_input:
         return "none"
     if spec.supports_pretrained and (cfg.pretrained or cfg.weights_path):
         return "imagenet"

@@ -51,6 +51,12 @@ class RegressionHead(nn.Module):
         self.in_features = in_features
         self.mlp = nn.Sequential(*layers)
 
+    @torch.no_grad()
+    def set_output_bias(self, value: float) -> None:
+        """Start the prediction at `value` (the training labels' mean; see
+        train.fit_output_bias): the head's last bias."""
+        self.mlp[-1].bias.fill_(value)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return one fp32 prediction per row of `features`."""
         if features.dim() != 2 or features.shape[1] != self.in_features:

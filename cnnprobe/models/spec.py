@@ -87,6 +87,17 @@ def coordconv_min_size(depth: int, downsample: bool = True) -> int:
 
 
 
+# The CoordConv paper's models (paper.py). conv_paper halves five times with ceil, so any
+# size runs; its second BatchNorm comes after three halvings and needs 2 values at batch 1.
+CONV_PAPER_MIN_SIZE = 1
+CONV_PAPER_BATCH1_MIN_SIZE = 9
+# fp32 values per input pixel per sample while training, from saved-tensor hooks at 64x64
+# (coordconv_paper ~38: every layer at full size; conv_paper ~21), times 1.5 for the
+# gradients, plus the input batch (3); tests/test_models.py checks them.
+COORDCONV_PAPER_FLOATS_PER_PIXEL = 60.0
+CONV_PAPER_FLOATS_PER_PIXEL = 35.0
+
+
 def coordconv_floats_per_pixel(cfg: ModelConfig) -> float:
     """Rough fp32 values per input pixel per sample while training: what autograd keeps for
     backward (per layer the coordinate-augmented input and the conv output at that layer's

@@ -28,7 +28,8 @@ from cnnprobe.report.markdown import (
 from cnnprobe.shown import shown
 
 FORMATS = ("md", "json", "csv")
-SHOWN_METRICS = ("mae", "rmse", "r2", "accuracy", "heldout_mae")  # `study show`'s columns
+# `study show`'s columns (beside the study's own metric)
+SHOWN_METRICS = ("mae", "rmse", "r2", "accuracy", "heldout_mae", "heldout_r2")
 CSV_COLUMNS = ("variant", "kind", "point", "metric", "mean", "std", "n", "ci_low", "ci_high")
 MARKERS = "●■▲◆✚✖★◉▼◇"  # one per variant on a sweep plot (plotext draws no colour here)
 LABEL_WIDTH = 44  # longer variant labels in the error-bar plot lose their middle

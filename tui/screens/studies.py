@@ -306,7 +306,8 @@ class StudiesScreen(Screen[None]):
         table.clear(columns=True)
         # The study's own metric first, then MAE beside its mean-guess baseline.
         metrics = [m for m in dict.fromkeys((report.metric, "mae", "mean_guess_mae", "r2",
-                                             "accuracy", "heldout_mae", "finetune_mae"))
+                                             "accuracy", "heldout_mae", "heldout_r2",
+                                             "finetune_mae"))
                    if any(m in ms for ms in report.variants.values())]
         table.add_columns("variant", "trials", "learned", *metrics)
         for label, ms in report.variants.items():
