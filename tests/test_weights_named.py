@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_helpers import run
+
 from cnnprobe.runs import evaluate_run, train_run
 from cnnprobe.store import RunStore
 from cnnprobe.studies import builtin_plan
