@@ -24,9 +24,8 @@ from cnnprobe.config import (
     require_int,
     validate_task,
 )
-from cnnprobe.device import resolve_device, training_device
-from cnnprobe.errors import first_line
-from cnnprobe.evaluate import (
+from cnnprobe.engine.device import resolve_device, training_device
+from cnnprobe.engine.evaluate import (
     DEFAULT_RESOLUTIONS,
     Evaluation,
     Sweep,
@@ -35,9 +34,18 @@ from cnnprobe.evaluate import (
     predict,
     resolution_sweep,
 )
+from cnnprobe.engine.inspect import (
+    INPUT,
+    Activation,
+    capture,
+    check_size,
+    layers_of_interest,
+    run_sample,
+)
+from cnnprobe.engine.linear_probe import probe_layers
+from cnnprobe.engine.train import CancelFlag, ResumeState, RunResult, train
+from cnnprobe.errors import first_line
 from cnnprobe.events import Callback
-from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
-from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.models import build_model, validate_run
@@ -45,7 +53,6 @@ from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
 from cnnprobe.store.checkpoints import DamagedCheckpoint
 from cnnprobe.store.recorder import RunRecorder
 from cnnprobe.tasks import Batch
-from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
 
 
 def _from_checkpoint(cfg: RunConfig) -> RunConfig:

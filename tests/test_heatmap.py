@@ -4,7 +4,7 @@ from rich.console import Console
 from rich.style import Style
 
 from cnnprobe.config import ConfigError
-from cnnprobe.inspect import Activation
+from cnnprobe.engine.inspect import Activation
 from cnnprobe.report.heatmap import (
     NAN_RGB,
     apply_cmap,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cnnprobe.config import RunConfig, TaskConfig, TrainConfig
-from cnnprobe.evaluate import Evaluation
+from cnnprobe.engine.evaluate import Evaluation
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.run_view import RunView

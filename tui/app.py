@@ -55,7 +55,7 @@ POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
 def load_engine() -> None:
     """Import what training, sweeps and inspection need (torch, torchvision, the trainer):
     seconds that the lab spends in a background thread after its first paint."""
-    import cnnprobe.device  # noqa: F401
+    import cnnprobe.engine.device  # noqa: F401
     import cnnprobe.runs  # noqa: F401
 
 
@@ -182,7 +182,7 @@ class CnnprobeApp(LabActions, App[None]):
         yield Tabs(*[Tab(label, id=f"tab-{name}") for name, label in PANES], id="pane-tabs")
         yield Container(setup, panes["plots"], panes["runs"], panes["log"], id="main")
         yield Static("", id="form-error", markup=False)
-        from tui.widgets.system_line import SystemLine  # the machine (cnnprobe.system)
+        from tui.widgets.system_line import SystemLine  # the machine (tui.system)
 
         yield SystemLine(id="system")
         yield RunStatus(id="status")

@@ -48,7 +48,7 @@ def device_key(name: str) -> str:
     Imports torch: call it once the engine has loaded (app.engine_ready)."""
     import torch
 
-    from cnnprobe.device import resolve_device
+    from cnnprobe.engine.device import resolve_device
 
     dev = resolve_device(name)
     if dev.type == "cuda" and dev.index is None:
@@ -185,7 +185,7 @@ class LabActions:
             if time.monotonic() - at > 1.0:  # once a second is plenty
                 import torch  # loaded: a CUDA job is running
 
-                from cnnprobe.device import memory_line
+                from cnnprobe.engine.device import memory_line
 
                 text = memory_line(torch.device(job.device))
                 self._memory = (text, time.monotonic())

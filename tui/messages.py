@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from cnnprobe.evaluate import Sweep
-    from cnnprobe.train import RunResult
+    from cnnprobe.engine.evaluate import Sweep
+    from cnnprobe.engine.train import RunResult
     from tui.jobs import SweepJob, TrainJob
     from tui.run_view import RunView
 

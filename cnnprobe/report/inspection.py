@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from cnnprobe.config import ConfigError
-from cnnprobe.inspect import Activation
+from cnnprobe.engine.inspect import Activation
 from cnnprobe.report.files import ExportError
 from cnnprobe.report.heatmap import NORMALIZE, apply_cmap, to_unit, value_range
 from cnnprobe.report.markdown import table

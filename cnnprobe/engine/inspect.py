@@ -27,7 +27,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import Conv2dNormActivation
 
 from cnnprobe.config import ConfigError, RunConfig, TaskConfig
-from cnnprobe.evaluate import DRAW_CHUNK
+from cnnprobe.engine.evaluate import DRAW_CHUNK
 from cnnprobe.models.head import InputNorm
 from cnnprobe.models.seednet import CoordMLP, SeedNet
 from cnnprobe.tasks import Batch, make_generator, make_task
