@@ -27,8 +27,6 @@ from cnnprobe.config import (
 from cnnprobe.engine.device import resolve_device, training_device
 from cnnprobe.engine.evaluate import (
     DEFAULT_RESOLUTIONS,
-    Evaluation,
-    Sweep,
     distractor_sweep,
     evaluation_state,
     predict,
@@ -36,7 +34,6 @@ from cnnprobe.engine.evaluate import (
 )
 from cnnprobe.engine.inspect import (
     INPUT,
-    Activation,
     capture,
     check_size,
     layers_of_interest,
@@ -49,6 +46,7 @@ from cnnprobe.events import Callback
 from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.metrics import mean_guess_mae
 from cnnprobe.models import build_model, validate_run
+from cnnprobe.results import Activation, Evaluation, Sweep
 from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
 from cnnprobe.store.checkpoints import DamagedCheckpoint
 from cnnprobe.store.recorder import RunRecorder

@@ -125,7 +125,9 @@ def _loaded(module: str) -> set[str]:
                                     "cnnprobe.studies", "cnnprobe.studies.report",
                                     "cnnprobe.studies.live", "cnnprobe.studies.runner",
                                     "cnnprobe.studies.trial",
-                                    "cnnprobe.studies.ray_backend", "tui.system"])
+                                    "cnnprobe.studies.ray_backend", "tui.system",
+                                    "cnnprobe.results", "cnnprobe.report.inspection",
+                                    "cnnprobe.studies.stored"])
 def test_torch_free_layers_import_no_torch_and_no_textual(module):
     assert _loaded(module) == set()
 

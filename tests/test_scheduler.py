@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cnnprobe.config import RunConfig, TaskConfig, TrainConfig
-from cnnprobe.engine.evaluate import Evaluation
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from cnnprobe.results import Evaluation
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.run_view import RunView
 from tui.scheduler import Scheduler

@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import Input
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
-from cnnprobe.engine.evaluate import Sweep
+from cnnprobe.results import Sweep
 from cnnprobe.store import RunRecord
 from cnnprobe.studies.trial import study_tag
 from tui.app import CnnprobeApp, key_table

@@ -24,7 +24,7 @@ import pytest
 from rich.console import Console
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, apply_preset
-from cnnprobe.engine.evaluate import Sweep
+from cnnprobe.results import Sweep
 from cnnprobe.store import RunRecord
 from tui import app as app_module
 from tui.system import GpuSample, SystemSnapshot
