@@ -24,10 +24,10 @@ from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tab, Tabs
 
+from cnnprobe.admission import admit
 from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset
-from cnnprobe.models import validate_run
 from tui.jobs import TrainJob
-from tui.lab import REFRESH_S, LabActions, device_key
+from tui.lab import REFRESH_S, LabActions
 from tui.messages import EngineLoaded, ModelTableReady
 from tui.screens.help import HelpScreen
 from tui.widgets.form_pane import FormPane
@@ -500,9 +500,8 @@ class CnnprobeApp(LabActions, App[None]):
         try:
             # Before the engine has loaded (torch), the memory and device checks wait: the
             # form is checked again in full when it has, and when training starts.
-            cfg = validate_run(RunConfig.from_dict(data), memory=self.engine_ready)
-            if self.engine_ready:
-                device_key(cfg.train.device)
+            cfg = admit(RunConfig.from_dict(data),
+                        upto="device" if self.engine_ready else "config").config
         except ConfigError as exc:
             return None, {key: str(exc) for key in form_keys(exc.field)}
         return cfg, {}
@@ -574,14 +573,13 @@ class CnnprobeApp(LabActions, App[None]):
     def _train_now(self, cfg: RunConfig) -> None:
         """Start (or queue) `cfg` once the engine is there: the full check first (memory,
         device), which may refuse what the form passed before torch had loaded."""
-        try:
-            cfg = validate_run(cfg)
-            device = device_key(cfg.train.device)
+        try:  # the service times the step in the training thread (train_run)
+            admitted = admit(cfg, upto="device")
         except ConfigError as exc:
             self.show_config_error(exc)
             self.notify(str(exc), title="not started", severity="error", timeout=8)
             return
-        self.submit(TrainJob("train", cfg, device))
+        self.submit(TrainJob("train", admitted.config, admitted.device, admission=admitted))
 
     # -- selection
     def on_runs_pane_selected(self, event: RunsPane.Selected) -> None:

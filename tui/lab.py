@@ -43,19 +43,6 @@ def plot_interval(last_cost_s: float) -> float:
     return max(PLOT_EVERY_S, last_cost_s / PLOT_CPU_SHARE)
 
 
-def device_key(name: str) -> str:
-    """The device a run will use, as one string per physical device ("cpu", "cuda:0").
-    Imports torch: call it once the engine has loaded (app.engine_ready)."""
-    import torch
-
-    from cnnprobe.engine.device import resolve_device
-
-    dev = resolve_device(name)
-    if dev.type == "cuda" and dev.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(dev)
-
-
 def metrics_line(metrics: dict[str, float]) -> str:
     parts = [f"MAE {metrics['mae']:.4g}"] if "mae" in metrics else []
     for key, label in (("rmse", "RMSE"), ("max_error", "max err"), ("r2", "R²"),
@@ -137,8 +124,8 @@ class LabActions:
         callbacks = [job.events]
         with self.worker_store() as store:  # this thread's own connection
             if job.kind == "train":
-                run_id, result = train_run(store, job.config, callbacks, job.cancel,
-                                           on_created=created)
+                run_id, result = train_run(store, job.admission or job.config, callbacks,
+                                           job.cancel, on_created=created)
             elif job.kind == "resume":
                 created(job.parent_id)  # a resume continues the same record
                 run_id, result = resume_run(store, job.parent_id, job.extra_steps, callbacks,
@@ -413,7 +400,7 @@ class LabActions:
 
         def go(values: dict | None) -> None:
             if values:
-                self._submit_stored(rec, "resume", rec.config, extra_steps=values["extra_steps"])
+                self._submit_stored(rec, "resume", rec.config, extra_steps=values["steps"])
 
         from tui.screens.resume import ResumeScreen  # on use: the lab paints first
 
@@ -444,8 +431,10 @@ class LabActions:
     def _submit_stored(self: CnnprobeApp, rec: Any, kind: str, cfg: RunConfig,
                        **kw: Any) -> None:
         def start() -> None:
-            try:
-                device = device_key(cfg.train.device)
+            from cnnprobe.admission import admit, without_download
+
+            try:  # early feedback: the service admits it in full when it starts
+                device = admit(without_download(cfg), upto="device").device
             except ConfigError as exc:
                 self.notify(str(exc), severity="error", timeout=6)
                 return

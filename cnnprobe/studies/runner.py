@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnprobe.config import ConfigError
+from cnnprobe.options import FINETUNE_FACTOR
 from cnnprobe.store import RunRecord, RunStore
 from cnnprobe.studies.capacity import fit_slots
 from cnnprobe.studies.claiming import TrialClaimer
 from cnnprobe.studies.parent_watch import ParentWatch
 from cnnprobe.studies.plan import StudyPlan, Trial
 from cnnprobe.studies.stored import stored_studies, trial_metrics, trial_records
-from cnnprobe.studies.trial import FINETUNE_FACTOR, run_trial, study_tag
+from cnnprobe.studies.trial import run_trial, study_tag
 
 __all__ = ["FINETUNE_FACTOR", "StudyProgress", "run_study", "stored_studies", "study_tag",
            "kept_trial", "pending_trials", "trial_metrics", "trial_records", "trial_slots"]
