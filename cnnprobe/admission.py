@@ -101,6 +101,26 @@ def device_key(device: torch.device) -> str:
     return str(device)
 
 
+def device_names() -> list[str]:
+    """The devices a training may name here: auto, cpu and every CUDA device (torch)."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return names
+
+
+def device_memory(key: str) -> str:
+    """GPU memory in use and in total of an admitted device ("cuda:0"), for a status line;
+    empty on the CPU. Imports torch: for a device a training holds."""
+    import torch
+
+    from cnnprobe.engine.device import memory_line
+
+    return memory_line(torch.device(key))
+
+
 def without_download(cfg: RunConfig) -> RunConfig:
     """The config to build a model whose weights come from elsewhere (a checkpoint, or none
     at all for a timing): pretrained weights and a weights file left out."""
