@@ -49,10 +49,18 @@ LAYERS = {
     "layout": ("test_layers", "test_fast_start", "test_settings"),
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
+# A file not listed takes the layer its name starts with.
+PREFIXES = (("test_tui_", "tui"), ("test_study_", "studies"), ("test_store_", "store"),
+            ("test_cli_", "cli"))
+
+
+def layer_of(stem: str) -> str | None:
+    return LAYER_OF.get(stem) or next((layer for prefix, layer in PREFIXES
+                                       if stem.startswith(prefix)), None)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        layer = LAYER_OF.get(item.path.stem)
+        layer = layer_of(item.path.stem)
         if layer is not None:
             item.add_marker(getattr(pytest.mark, layer))

@@ -184,8 +184,9 @@ def test_the_tui_scheduling_policy_is_plain_python():
 
 
 def test_every_test_file_has_a_layer_marker():
-    from conftest import LAYER_OF
+    from conftest import LAYER_OF, layer_of
 
     files = sorted(p.stem for p in (ROOT / "tests").glob("test_*.py"))
-    assert [f for f in files if f not in LAYER_OF] == [], "add it to tests/conftest.py LAYERS"
+    assert [f for f in files if layer_of(f) is None] == [], "add it to tests/conftest.py LAYERS"
     assert [f for f in LAYER_OF if f not in files] == []
+    assert layer_of("test_tui_new") == "tui" and layer_of("test_nothing") is None
