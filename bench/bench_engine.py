@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notebook_baseline import make_net, measure_dataset, train_model  # noqa: E402
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig  # noqa: E402
-from cnnprobe.device import device_name, resolve_device  # noqa: E402
+from cnnprobe.engine.device import device_name, resolve_device  # noqa: E402
+from cnnprobe.engine.train import train  # noqa: E402
 from cnnprobe.tasks import make_generator, make_task  # noqa: E402
-from cnnprobe.train import train  # noqa: E402
 
 BATCH, SIZE = 512, 128
 

@@ -67,11 +67,11 @@ async def in_tui(cfg: RunConfig, root: Path, size: tuple[int, int], key_every_s:
         await app.workers.wait_for_complete()  # the model table, before timing anything
         await pilot.pause(0.2)
         app.simulate_key("ctrl+r")
-        while not app.active:
+        while not app.lab.active:
             await asyncio.sleep(0.005)
-        job = app.viewed_job
+        job = app.lab.viewed_job
         wall0, cpu0 = time.perf_counter(), time.thread_time()  # this thread is the UI's
-        while app.active:
+        while app.lab.active:
             if key_every_s is None:
                 # Seldom: every wake-up of this loop takes the GIL from the training thread,
                 # a cost of the bench, not of the TUI (polling at 20 Hz cost several % of
@@ -82,7 +82,7 @@ async def in_tui(cfg: RunConfig, root: Path, size: tuple[int, int], key_every_s:
             before = app.plots.active
             t0 = time.perf_counter()
             app.simulate_key("right_square_bracket")
-            while app.plots.active == before and app.active:
+            while app.plots.active == before and app.lab.active:
                 await asyncio.sleep(0.001)
             if app.plots.active != before:
                 latencies.append(time.perf_counter() - t0)

@@ -36,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cnnprobe.train as trainer  # noqa: E402
+import cnnprobe.engine.train as trainer  # noqa: E402
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig  # noqa: E402
 from cnnprobe.models.coordconv import AddCoords  # noqa: E402
 from cnnprobe.tasks import make_generator  # noqa: E402

@@ -44,7 +44,7 @@ from gpucheck import checks, measures, syncs  # noqa: E402
 from gpucheck.results import Report, Result  # noqa: E402
 from gpucheck.training import Copy  # noqa: E402
 
-from cnnprobe.device import device_name, resolve_device  # noqa: E402
+from cnnprobe.engine.device import device_name, resolve_device  # noqa: E402
 from cnnprobe.studies.builtin import BUILTIN  # noqa: E402
 
 GROUPS = ("generator", "agree", "repeat", "sync", "compile", "grid", "tui", "studies")

@@ -60,7 +60,7 @@ def mean_guess(cfg, labels) -> dict[str, float]:
     """MAE and R² of always answering the training distribution's mean label."""
     import numpy as np
 
-    from cnnprobe.evaluate import compute_metrics
+    from cnnprobe.engine.evaluate import compute_metrics
     from cnnprobe.tasks import make_generator, make_task
 
     task = make_task(cfg.task)
@@ -75,8 +75,8 @@ def run_trial(model: str, task: str, seed: int, size: int = SIZE,
     """Train one trial and return its metrics beside the mean guess."""
     import torch
 
+    from cnnprobe.engine.train import train
     from cnnprobe.models import validate_run
-    from cnnprobe.train import train
 
     torch.set_num_threads(1)
     cfg = validate_run(trial_config(model, task, seed, size=size, steps=steps))

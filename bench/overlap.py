@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cnnprobe.config import TaskConfig  # noqa: E402
-from cnnprobe.evaluate import DRAW_CHUNK  # noqa: E402
+from cnnprobe.engine.evaluate import DRAW_CHUNK  # noqa: E402
 from cnnprobe.tasks import make_generator, make_task  # noqa: E402
 
 

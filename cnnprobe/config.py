@@ -120,7 +120,13 @@ SECTIONS = ("task", "model", "train")
 
 def settings(section: str) -> list[Setting]:
     """Every setting of one config section, in field order."""
-    kind = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}[section]
+    return settings_of({"task": TaskConfig, "model": ModelConfig, "train": TrainConfig}[section],
+                       section)
+
+
+def settings_of(kind: type, section: str) -> list[Setting]:
+    """Every `setting()` field of a dataclass (a config section, or a command's options:
+    `cnnprobe.options`), in field order, under the name `section`."""
     out = []
     for f in fields(kind):
         m = f.metadata
@@ -138,7 +144,7 @@ def settings_markdown() -> str:
     lines = ["# Settings", "",
              "Every setting of a run, as `cnnprobe train` takes it and the TUI form shows it.",
              "Generated from the config dataclasses (`cnnprobe.config`); regenerate with",
-             "`python -c \"from cnnprobe.config import settings_markdown as m; print(m(), "
+             "`python -c \"from cnnprobe.options import settings_document as m; print(m(), "
              "end='')\" > docs/settings.md`.", ""]
     for section in SECTIONS:
         lines += [f"## {section}", "", "| setting | flag | default | what |", "|---|---|---|---|"]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from cnnprobe.evaluate import Evaluation
+    from cnnprobe.results import Evaluation
 
 
 @dataclass

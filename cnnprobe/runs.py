@@ -7,8 +7,6 @@ cache.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cnnprobe.admission import Admission, admit, without_download
 from cnnprobe.config import (
     REGIONS,
     ConfigError,
@@ -24,33 +23,34 @@ from cnnprobe.config import (
     require_int,
     validate_task,
 )
-from cnnprobe.device import resolve_device, training_device
-from cnnprobe.errors import first_line
-from cnnprobe.evaluate import (
+from cnnprobe.engine.device import resolve_device
+from cnnprobe.engine.evaluate import (
     DEFAULT_RESOLUTIONS,
-    Evaluation,
-    Sweep,
     distractor_sweep,
     evaluation_state,
     predict,
     resolution_sweep,
 )
+from cnnprobe.engine.inspect import (
+    INPUT,
+    capture,
+    check_size,
+    layers_of_interest,
+    run_sample,
+)
+from cnnprobe.engine.linear_probe import probe_layers
+from cnnprobe.engine.train import CancelFlag, ResumeState, RunResult, train
+from cnnprobe.errors import first_line
 from cnnprobe.events import Callback
-from cnnprobe.inspect import INPUT, Activation, capture, check_size, layers_of_interest, run_sample
-from cnnprobe.linear_probe import probe_layers
 from cnnprobe.measurement import DEFAULT_WEIGHTS
 from cnnprobe.metrics import mean_guess_mae
-from cnnprobe.models import build_model, validate_run
+from cnnprobe.models import build_model
+from cnnprobe.options import EvaluateOptions, SweepOptions, finetune_plan, resume_steps
+from cnnprobe.results import Activation, Evaluation, Sweep
 from cnnprobe.store import SWEEP_KINDS, Checkpoint, RunStore, StoreError
 from cnnprobe.store.checkpoints import DamagedCheckpoint
 from cnnprobe.store.recorder import RunRecorder
 from cnnprobe.tasks import Batch
-from cnnprobe.train import CancelFlag, ResumeState, RunResult, train
-
-
-def _from_checkpoint(cfg: RunConfig) -> RunConfig:
-    """The config to build a model whose weights come from a checkpoint: no download."""
-    return replace(cfg, model=replace(cfg.model, pretrained=False, weights_path=None))
 
 
 def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
@@ -71,7 +71,7 @@ def load_model(store: RunStore, run_id: str, which: str = DEFAULT_WEIGHTS,
                 from exc
         raise
     try:
-        model = build_model(_from_checkpoint(ckpt.config).model, ckpt.config.task.in_channels)
+        model = build_model(without_download(ckpt.config).model, ckpt.config.task.in_channels)
         model.load_state_dict(ckpt.model_state)
     except (ConfigError, RuntimeError, KeyError, TypeError) as exc:
         raise StoreError(f"checkpoint {ckpt.path} no longer builds a model "
@@ -102,76 +102,7 @@ def _train_recorded(store: RunStore, run_id: str, config: RunConfig, callbacks: 
         raise
 
 
-# A training step estimated to take longer than this is refused unless allow_slow: a
-# config that passes the memory check can still make no step in minutes (a 4096 px image on
-# a CPU). Static floor: seconds per (input pixel x fp32 value kept per pixel) on one fast
-# CPU core, about 5x below what this project's CPUs measured (1e-8 to 5e-8 for the built-in
-# models), so a config whose floor is under a second is never timed.
-SLOW_STEP_S = 30.0
-FAST_CPU_S_PER_PIXEL_FLOAT = 2e-9
-# Big images train slower per pixel than the small ones timed (caches): plaincnn at
-# 256 px/batch 64 and 2048 px/batch 1 took 1.7x the linear extrapolation (2026-12-02).
-LARGE_IMAGE_FACTOR = 2.0
-
-
-def estimate_step_seconds(cfg: RunConfig) -> float | None:
-    """Seconds one training step of `cfg` will take on its device, or None when it is
-    surely quick (or not on the CPU: no GPU could be timed here, and GPUs are the fast case).
-
-    A step's time grows with the pixels it trains on; it is measured, not guessed: a few
-    steps of the real model at 32x32 and 64x64 (batch 4) on the CPU, then extrapolated
-    linearly in batch x pixels (their difference removes the per-step overhead)."""
-    from cnnprobe.models import MODELS, estimate_training_bytes
-
-    if resolve_device(cfg.train.device).type != "cpu":
-        return None
-    px = cfg.train.batch_size * cfg.task.height * cfg.task.width
-    floats = estimate_training_bytes(cfg.model, cfg.task, cfg.train.batch_size) / 4
-    if floats * FAST_CPU_S_PER_PIXEL_FLOAT < 1.0:
-        return None
-    model = build_model(_from_checkpoint(cfg).model, cfg.task.in_channels).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    least = max(MODELS[cfg.model.name].min_size(cfg.model), 32)
-
-    def step_time(side: int, batch: int = 4) -> float:
-        x = torch.rand(batch, cfg.task.in_channels, side, side)
-        best = math.inf
-        for _ in range(3):
-            start = time.perf_counter()
-            loss = model(x).float().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    small, large = step_time(least), step_time(2 * least)
-    per_px = max(large - small, 1e-9) / (4 * (4 * least * least - least * least))
-    return small + LARGE_IMAGE_FACTOR * per_px * (px - 4 * least * least)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def check_step_time(cfg: RunConfig, allow_slow: bool) -> None:
-    """ConfigError when one step would take over SLOW_STEP_S and `allow_slow` is not set."""
-    if allow_slow:
-        return
-    seconds = estimate_step_seconds(cfg)
-    if seconds is not None and seconds > SLOW_STEP_S:
-        total = seconds * cfg.train.total_steps
-        raise ConfigError("task.height/width", f"{cfg.task.height}x{cfg.task.width}",
-                          f"one training step of {cfg.model.name} at batch "
-                          f"{cfg.train.batch_size} would take about {_duration(seconds)} on "
-                          f"this CPU (timed at small sizes, scaled), {_duration(total)} for "
-                          "the run; use a smaller resolution or batch size, a GPU, or "
-                          "--allow-slow to start anyway")
-
-
-def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] = (),
+def train_run(store: RunStore, config: RunConfig | Admission, callbacks: Iterable[Callback] = (),
               cancel: CancelFlag | None = None, *, name: str | None = None,
               tags: Sequence[str] = (), note: str = "", parent_id: str | None = None,
               kind: str = "train", init_model_state: dict[str, Any] | None = None,
@@ -179,13 +110,13 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
               allow_slow: bool = False) -> tuple[str, RunResult]:
     """Create a run record, train with the store's recorder listening, return (id, result).
 
-    A config error raises ConfigError before anything is recorded; `on_created` hears the
-    new run's id before training starts. A config whose every step would take minutes on the
-    CPU is refused too (check_step_time) unless `allow_slow`.
+    Admission first (`admission.admit`: the config, the fit, the device, the step time),
+    so a refusal raises ConfigError before anything is recorded; an `Admission` the caller
+    already has is completed, not redone. `on_created` hears the new run's id before
+    training starts. A config whose every step would take minutes on the CPU is refused
+    (check_step_time) unless `allow_slow`.
     """
-    cfg = validate_run(config)
-    training_device(cfg.train)  # a missing device or an option it cannot run: refused here
-    check_step_time(cfg, allow_slow)
+    cfg = admit(config, allow_slow=allow_slow).config
     if cfg.model.weights_path and init_model_state is None:
         # The file read and fitted to the model now (a file that is no state dict, or one
         # of another model, is a WeightsError): a refused file leaves no run behind.
@@ -203,8 +134,9 @@ def train_run(store: RunStore, config: RunConfig, callbacks: Iterable[Callback] 
 
 def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
                  width: int | None = None, distractors: int | None = None,
-                 region: str = "train", n: int = 1024, which: str = DEFAULT_WEIGHTS,
-                 device: str = "auto", save: bool = True,
+                 region: str = EvaluateOptions.region, n: int = EvaluateOptions.n,
+                 which: str = DEFAULT_WEIGHTS, device: str = EvaluateOptions.device,
+                 save: bool = True,
                  precise_bn: bool | None = None, quadrant: str | None = None) -> Evaluation:
     """Evaluate a stored run's weights again, on other task options; nothing is retrained.
 
@@ -265,9 +197,10 @@ def evaluate_run(store: RunStore, run_id: str, *, height: int | None = None,
     return ev
 
 
-def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
-              resolutions: Sequence[int] | None = None, max_distractors: int = 8,
-              n: int = 512, which: str = DEFAULT_WEIGHTS, device: str = "auto",
+def sweep_run(store: RunStore, run_id: str, kind: str = SweepOptions.kind, *,
+              resolutions: Sequence[int] | None = None,
+              max_distractors: int = SweepOptions.max_distractors, n: int = SweepOptions.n,
+              which: str = DEFAULT_WEIGHTS, device: str = SweepOptions.device,
               cancel: CancelFlag | None = None,
               on_row: Callable[[dict], None] | None = None,
               precise_bn: bool | None = None) -> Sweep:
@@ -302,16 +235,19 @@ def sweep_run(store: RunStore, run_id: str, kind: str = "resolution", *,
     return sweep
 
 
-def resume_run(store: RunStore, run_id: str, extra_steps: int,
+def resume_run(store: RunStore, run_id: str, extra_steps: int | None = None,
                callbacks: Iterable[Callback] = (), cancel: CancelFlag | None = None, *,
                device: str | None = None, allow_slow: bool = False) -> tuple[str, RunResult]:
     """Continue a run from its last checkpoint (optimizer included) for more steps.
 
     The same record goes on: its history continues from the checkpoint's step, and
-    `RunRecord.resumed_at` notes where each continuation began.
+    `RunRecord.resumed_at` notes where each continuation began. `extra_steps` None: the
+    rest of its planned steps (`options.resume_steps`).
     """
-    require_int("steps", extra_steps, 1)
     record = store.get(run_id)
+    if extra_steps is None:
+        extra_steps = resume_steps(record.config, record.steps_done, record.status)
+    require_int("steps", extra_steps, 1)
     try:  # refuses a checkpoint that is damaged or no longer builds
         _, ckpt = load_model(store, run_id, "last", hint=False)
     except DamagedCheckpoint as exc:
@@ -323,9 +259,8 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
     cfg = ckpt.config
     cfg = replace(cfg, train=replace(cfg.train, steps=ckpt.step + extra_steps,
                                      device=device or cfg.train.device))
-    validate_run(_from_checkpoint(cfg))
-    check_step_time(cfg, allow_slow)
-    was, now = torch.device(record.device or "cpu").type, training_device(cfg.train).type
+    admitted = admit(without_download(cfg), allow_slow=allow_slow)
+    was, now = torch.device(record.device or "cpu").type, torch.device(admitted.device).type
     if was != now:
         raise StoreError(f"run {record.short_id} trained on {was}; its data stream cannot move "
                          f"to {now}: resume it with --device {was}, or fine-tune it instead")
@@ -334,11 +269,12 @@ def resume_run(store: RunStore, run_id: str, extra_steps: int,
                         ckpt.step, ckpt.samples_seen, ckpt.best_val_mae,
                         val_history=store.val_history(run_id))  # up to ckpt.step
     listeners = [RunRecorder(store, run_id, config=cfg), *callbacks]
-    return run_id, _train_recorded(store, run_id, _from_checkpoint(cfg), listeners, cancel,
+    return run_id, _train_recorded(store, run_id, without_download(cfg), listeners, cancel,
                                    new_run=False, resume=state)
 
 
-def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps: int,
+def finetune_run(store: RunStore, run_id: str, *, height: int | None = None,
+                 width: int | None = None, steps: int | None = None,
                  lr: float | None = None, callbacks: Iterable[Callback] = (),
                  cancel: CancelFlag | None = None, which: str = DEFAULT_WEIGHTS,
                  name: str | None = None, tags: Sequence[str] = (),
@@ -347,10 +283,12 @@ def finetune_run(store: RunStore, run_id: str, *, height: int, width: int, steps
     """A new run, parent recorded, starting from a stored run's weights at another size.
 
     The optimizer starts fresh (and at `lr` when given), as the notebook's fine-tune did.
+    A size or step count not given is `options.finetune_plan`'s default.
     """
     parent = store.get(run_id)
     _, ckpt = load_model(store, run_id, which)
-    cfg = _from_checkpoint(ckpt.config)
+    cfg = without_download(ckpt.config)
+    height, width, steps = finetune_plan(cfg, height=height, width=width, steps=steps)
     tr = replace(cfg.train, steps=steps, lr=cfg.train.lr if lr is None else lr,
                  device=device or cfg.train.device)
     cfg = replace(cfg, task=replace(cfg.task, height=height, width=width), train=tr)

@@ -450,9 +450,9 @@ def test_a_config_whose_steps_take_minutes_is_refused_unless_allowed(root, capsy
     """It passes the memory check and would make no step for minutes: timed first and
     refused with the way out; --allow-slow starts it anyway (the timing is faked here so
     that the test neither depends on this machine's speed nor trains a 4096 px model)."""
-    import cnnprobe.runs as runs_module
+    import cnnprobe.admission as admission
 
-    monkeypatch.setattr(runs_module, "estimate_step_seconds", lambda cfg: 600.0)
+    monkeypatch.setattr(admission, "estimate_step_seconds", lambda cfg: 600.0)
     before = snapshot(root)
     code, out, err = run(capsys, root, *TRAIN)
     assert code == 2 and "would take about 10 min on this CPU" in err
@@ -464,8 +464,8 @@ def test_a_config_whose_steps_take_minutes_is_refused_unless_allowed(root, capsy
 
 
 def test_the_step_time_is_timed_only_when_it_may_be_slow():
+    from cnnprobe.admission import estimate_step_seconds
     from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
-    from cnnprobe.runs import estimate_step_seconds
 
     small = RunConfig(task=TaskConfig(height=64, width=64), model=ModelConfig(name="plaincnn"),
                       train=TrainConfig(batch_size=8, device="cpu"))

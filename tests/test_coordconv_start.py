@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.train import NORM_SAMPLES, fit_output_bias, train
 from cnnprobe.models import build_model
 from cnnprobe.tasks import make_generator, make_task
-from cnnprobe.train import NORM_SAMPLES, fit_output_bias, train
 
 CFG = RunConfig(task=TaskConfig(name="distance", height=32, width=32),
                 model=ModelConfig(name="coordconv", width=8, depth=2),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cnnprobe.config import ConfigError, ModelConfig, TaskConfig
-from cnnprobe.evaluate import (
+from cnnprobe.engine.evaluate import (
     DEFAULT_RESOLUTIONS,
     compute_metrics,
     distractor_sweep,

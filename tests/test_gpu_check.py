@@ -20,7 +20,7 @@ from gpucheck import checks, measures, syncs  # noqa: E402
 from gpucheck.results import Report, relative_difference, within  # noqa: E402
 from gpucheck.training import Copy, Trace, differences  # noqa: E402
 
-from cnnprobe.step import TrainStep  # noqa: E402
+from cnnprobe.engine.step import TrainStep  # noqa: E402
 
 CPU = torch.device("cpu")
 

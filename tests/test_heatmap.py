@@ -4,7 +4,6 @@ from rich.console import Console
 from rich.style import Style
 
 from cnnprobe.config import ConfigError
-from cnnprobe.inspect import Activation
 from cnnprobe.report.heatmap import (
     NAN_RGB,
     apply_cmap,
@@ -15,6 +14,7 @@ from cnnprobe.report.heatmap import (
     render_vector,
     truecolor_available,
 )
+from cnnprobe.results import Activation
 
 
 def grey(v: float) -> tuple[int, int, int]:

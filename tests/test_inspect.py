@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
-from cnnprobe.evaluate import predict
-from cnnprobe.inspect import (
+from cnnprobe.engine.evaluate import predict
+from cnnprobe.engine.inspect import (
     INPUT,
     capture,
     layers_of_interest,

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from cnnprobe.config import ModelConfig, TaskConfig
-from cnnprobe.inspect import capture, sample_input
+from cnnprobe.engine.inspect import capture, sample_input
 from cnnprobe.models import build_model
 from cnnprobe.report.files import ExportError
 from cnnprobe.report.inspection import export_inspection, map_grid_image

@@ -101,6 +101,48 @@ def test_no_import_cycle_in_the_engine():
     assert cycles(import_graph("cnnprobe")) == []
 
 
+def test_no_import_cycle_in_the_tui():
+    """tui.app <-> tui.lab was one (lab typed `self: CnnprobeApp` under TYPE_CHECKING)."""
+    assert cycles(import_graph("tui")) == []
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module a file imports, anywhere in it (functions and TYPE_CHECKING included)."""
+    tree = ast.parse(path.read_text())
+    names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    return names + [n.module or "" for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and not n.level]
+
+
+# What the TUI may import of cnnprobe: the service layer (runs, admission, options, studies),
+# the readers (store, report, results) and the torch-free vocabulary. Never the engine
+# (cnnprobe.engine) nor torch itself: what it needs of them, the service layer gives.
+TUI_MAY_IMPORT = ("cnnprobe.runs", "cnnprobe.admission", "cnnprobe.options", "cnnprobe.studies",
+                  "cnnprobe.store", "cnnprobe.report", "cnnprobe.results", "cnnprobe.config",
+                  "cnnprobe.events", "cnnprobe.measurement", "cnnprobe.metrics",
+                  "cnnprobe.models", "cnnprobe.tasks", "cnnprobe.shown", "cnnprobe.errors",
+                  "cnnprobe.stopping")
+
+
+def test_the_tui_reaches_the_engine_only_through_the_service_layer():
+    for mod, path in module_names("tui").items():
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top not in ("torch", "torchvision"), (mod, name)
+            if top == "cnnprobe":
+                assert name.startswith(TUI_MAY_IMPORT), (mod, name)
+
+
+def test_the_study_report_reads_without_the_executor():
+    assert "cnnprobe.studies.runner" not in import_graph("cnnprobe")["cnnprobe.studies.report"]
+
+
+def test_no_tui_method_is_typed_as_the_app():
+    """The lab controller is an object the app holds, not a mixin of it."""
+    for mod, path in module_names("tui").items():
+        assert "self: CnnprobeApp" not in path.read_text(), mod
+
+
 def test_the_engine_never_imports_the_tui_or_textual():
     for mod, path in module_names("cnnprobe").items():
         tree = ast.parse(path.read_text())
@@ -125,7 +167,9 @@ def _loaded(module: str) -> set[str]:
                                     "cnnprobe.studies", "cnnprobe.studies.report",
                                     "cnnprobe.studies.live", "cnnprobe.studies.runner",
                                     "cnnprobe.studies.trial",
-                                    "cnnprobe.studies.ray_backend", "cnnprobe.system"])
+                                    "cnnprobe.studies.ray_backend", "tui.system",
+                                    "cnnprobe.results", "cnnprobe.report.inspection",
+                                    "cnnprobe.studies.stored"])
 def test_torch_free_layers_import_no_torch_and_no_textual(module):
     assert _loaded(module) == set()
 
@@ -137,3 +181,12 @@ def test_the_whole_engine_imports_no_textual():
 
 def test_the_tui_scheduling_policy_is_plain_python():
     assert "textual" not in _loaded("tui.scheduler")
+
+
+def test_every_test_file_has_a_layer_marker():
+    from conftest import LAYER_OF, layer_of
+
+    files = sorted(p.stem for p in (ROOT / "tests").glob("test_*.py"))
+    assert [f for f in files if layer_of(f) is None] == [], "add it to tests/conftest.py LAYERS"
+    assert [f for f in LAYER_OF if f not in files] == []
+    assert layer_of("test_tui_new") == "tui" and layer_of("test_nothing") is None

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
-from cnnprobe.inspect import layers_of_interest
-from cnnprobe.linear_probe import COLUMNS, fit_ridge, pooled_features, probe_layers
+from cnnprobe.engine.inspect import layers_of_interest
+from cnnprobe.engine.linear_probe import COLUMNS, fit_ridge, pooled_features, probe_layers
+from cnnprobe.engine.train import train
 from cnnprobe.models import build_model
-from cnnprobe.train import train
 
 TASK = TaskConfig(name="distance", height=24, width=24)
 

@@ -13,15 +13,15 @@ import pytest
 import torch
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
-from cnnprobe.evaluate import batchnorms, calibration_batches, evaluation_state, predict
-from cnnprobe.inspect import capture
+from cnnprobe.engine.evaluate import batchnorms, calibration_batches, evaluation_state, predict
+from cnnprobe.engine.inspect import capture
+from cnnprobe.engine.train import train
 from cnnprobe.measurement import DEFAULT_WEIGHTS, best_of, describe
 from cnnprobe.models import InputNorm, build_model, resolve_input_norm
 from cnnprobe.models import validate_run as validate
 from cnnprobe.runs import evaluate_run, inspect_run, load_model, sweep_run, train_run
 from cnnprobe.store import RunStore, schema
 from cnnprobe.tasks import make_generator, make_task
-from cnnprobe.train import train
 
 
 def bn_config(**train) -> RunConfig:
@@ -301,7 +301,7 @@ def test_cli_train_prints_how_its_metrics_were_made(tmp_path, capsys):
 
 def test_large_images_fit_the_input_norm_in_chunks(monkeypatch):
     """Above NORM_FLOATS values the fit draws equal chunks, never all images at once."""
-    from cnnprobe import train as train_mod
+    from cnnprobe.engine import train as train_mod
 
     cfg = validate(bn_config())
     model = build_model(cfg.model, 3)

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.train import train
 from cnnprobe.models import MODELS, build_model, count_parameters, model_table, validate_run
 from cnnprobe.models.coordconv import AddCoords
 from cnnprobe.models.paper import ConvPaper, CoordConvPaper
-from cnnprobe.train import train
 
 
 def test_coordconv_paper_has_the_papers_layers_and_parameter_count():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from cnnprobe.config import ConfigError
+from cnnprobe.engine.train import train
 from cnnprobe.events import StepEvent
 from cnnprobe.models import validate_run
 from cnnprobe.runs import evaluate_run, finetune_run, load_model, resume_run, sweep_run, train_run
 from cnnprobe.store import RunStore, StoreError
-from cnnprobe.train import train
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cnnprobe.config import RunConfig, TaskConfig, TrainConfig
-from cnnprobe.evaluate import Evaluation
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
+from cnnprobe.results import Evaluation
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.run_view import RunView
 from tui.scheduler import Scheduler
@@ -152,3 +152,66 @@ def test_training_steps_redraw_the_loss_plot_only_and_an_evaluation_the_others()
     j.view.swept += 1  # as a sweep's rows arrive (lab.apply_sweep_rows)
     j.view.touch()
     assert redrawn() == {"LossPlot", "SweepPlot", "ComparePlot"}
+
+
+# -- marks and the baseline (the Runs pane shows them; Compare draws `compared`)
+def test_marks_keep_their_order_and_the_baseline_comes_first():
+    lab = Scheduler()
+    marks = lab.marks
+    assert [marks.toggle_mark(r) for r in ("a", "b", "c")] == [True, True, True]
+    assert marks.toggle_baseline("b") == (True, None)
+    assert marks.compared == ["b", "a", "c"]
+    assert marks.toggle_baseline("c") == (True, "b")  # pinning another unpins the first
+    assert marks.compared == ["c", "a", "b"]
+    assert marks.toggle_mark("a") is False and marks.compared == ["c", "b"]
+    assert marks.toggle_baseline("c") == (False, "c") and marks.baseline is None
+    assert marks.compared == ["b", "c"]
+
+
+@pytest.mark.parametrize(("marked", "baseline", "gone", "changed", "left"), [
+    (["a", "b"], None, "a", True, ["b"]),
+    (["a"], "b", "b", True, ["a"]),  # a deleted baseline is unpinned
+    (["a"], None, "z", False, ["a"]),  # not compared: Compare stays as it is
+])
+def test_a_deleted_run_leaves_the_marks(marked, baseline, gone, changed, left):
+    marks = Scheduler().marks
+    for r in marked:
+        marks.toggle_mark(r)
+    if baseline:
+        marks.toggle_baseline(baseline)
+    assert marks.forget(gone) is changed and marks.compared == left
+
+
+# -- what waits for the engine (torch) to load
+def test_the_engine_gate_keeps_what_was_asked_until_it_loads():
+    gate = Scheduler().engine
+    started = []
+    assert gate.ask("train a", lambda: started.append("a")) == "waiting"
+    assert gate.ask("resume b", lambda: started.append("b")) == "waiting"
+    assert started == [] and [w for w, _ in gate.waiting] == ["train a", "resume b"]
+    for start in gate.loaded():
+        start()
+    assert started == ["a", "b"] and gate.waiting == [] and gate.ready
+    assert gate.ask("train c", lambda: None) == "now"
+
+
+def test_the_engine_gate_drops_what_waited_when_it_cannot_load():
+    gate = Scheduler().engine
+    gate.ask("train a", lambda: None)
+    assert gate.failed("no torch") == ["train a"] and gate.waiting == []
+    assert gate.ask("train b", lambda: None) == "refused" and gate.error == "no torch"
+
+
+# -- the Studies screen's study
+def test_one_study_at_a_time_stopped_by_its_flag():
+    from cnnprobe.studies.builtin import BUILTIN, builtin_plan
+
+    lab = Scheduler()
+    assert lab.stop_study() is False  # none runs
+    plan = builtin_plan(next(iter(BUILTIN)))
+    state, cancel = lab.start_study(plan)
+    assert lab.study is state and lab.study_cancel is cancel and lab.study_running and lab.busy
+    with pytest.raises(RuntimeError, match="is running"):
+        lab.start_study(plan)
+    assert lab.stop_study() is True and cancel.is_set()
+    assert lab.stop_everything() == 0  # a quit stops the study too

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnprobe.cli import build_parser
-from cnnprobe.config import SECTIONS, settings, settings_markdown
+from cnnprobe.config import SECTIONS, settings
 from tui.app import CnnprobeApp
 from tui.widgets.field import Field
 
@@ -30,7 +30,9 @@ def test_every_setting_is_a_flag_with_its_help_and_choices():
 
 
 def test_the_docs_table_is_generated_from_the_settings():
-    assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown(), (
+    from cnnprobe.options import settings_document
+
+    assert (ROOT / "docs" / "settings.md").read_text() == settings_document(), (
         "docs/settings.md is stale: regenerate it as its header says")
 
 

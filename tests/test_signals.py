@@ -242,16 +242,16 @@ async def test_the_tui_takes_the_signal_through_its_event_loop(tmp_path, signum)
     before = signal.getsignal(signum)
     app = CnnprobeApp(tmp_path, config=tiny(5000, eval_every=1000), watch_store=False)
     async with app.run_test(size=(140, 42)) as pilot:
-        assert signum in app._signal_handlers  # else the signal below would end pytest
+        assert signum in app.controller._signal_handlers  # else the signal below would end pytest
         await press_live(pilot, "ctrl+r")
-        await wait_for_app(pilot, lambda: app.active and app.viewed_job.step >= 5)
-        job = app.viewed_job
+        await wait_for_app(pilot, lambda: app.lab.active and app.lab.viewed_job.step >= 5)
+        job = app.lab.viewed_job
         os.kill(os.getpid(), signum)
-        await wait_for_app(pilot, lambda: not app.is_running or not app.active, timeout=30)
+        await wait_for_app(pilot, lambda: not app.is_running or not app.lab.active, timeout=30)
         await app.workers.wait_for_complete()
-    assert job.cancel.is_set() and app.stop_signal == signum
+    assert job.cancel.is_set() and app.controller.stop_signal == signum
     assert app.return_code == 128 + signum
     (rec,) = records(tmp_path)
     assert rec.status == "cancelled" and 5 <= rec.steps_done < 5000
-    assert "stored as cancelled at step" in app.stopped_message()
+    assert "stored as cancelled at step" in app.controller.stopped_message()
     assert signal.getsignal(signum) == before

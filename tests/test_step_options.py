@@ -11,15 +11,15 @@ import pytest
 import torch
 from cli_helpers import TRAIN, run_json
 
-from cnnprobe import step as engine_step
 from cnnprobe.config import ConfigError, RunConfig, TrainConfig, settings, validate
-from cnnprobe.device import training_device
+from cnnprobe.engine import step as engine_step
+from cnnprobe.engine.device import training_device
+from cnnprobe.engine.step import wants_channels_last
+from cnnprobe.engine.train import train
 from cnnprobe.runs import load_model, train_run
-from cnnprobe.step import wants_channels_last
 from cnnprobe.store import RunStore
 from cnnprobe.studies.builtin import builtin_plan
 from cnnprobe.studies.plan import Trial
-from cnnprobe.train import train
 
 
 @pytest.fixture

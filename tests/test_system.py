@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnprobe import system
 from cnnprobe.config import RunConfig
-from cnnprobe.system import (
+from tui import system
+from tui.system import (
     GpuSample,
     NoGpus,
     NvmlGpus,

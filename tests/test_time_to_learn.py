@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 
 from cnnprobe import metrics
+from cnnprobe.engine.train import ResumeState, train
 from cnnprobe.metrics import steps_to_r2
 from cnnprobe.runs import resume_run, train_run
 from cnnprobe.store import RunStore
-from cnnprobe.train import ResumeState, train
 
 NAN = math.nan
 HISTORIES = [  # (validation rows as (step, r2), steps_to_r2_90, steps_to_r2_99)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.train import ResumeState, train
 from cnnprobe.events import Cancelled, EvaluationEvent, Failed, Finished, RunStarted, StepEvent
-from cnnprobe.train import ResumeState, train
 
 
 def _mean(rows, key, sl):

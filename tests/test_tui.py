@@ -98,7 +98,7 @@ async def test_pick_task_fix_an_invalid_field_then_train(store_dir):
         assert height.query_one(".field-error").display
         await pilot.press("ctrl+r")  # refused: nothing starts
         await settle(app, pilot)
-        assert not app.active and records(store_dir) == []
+        assert not app.lab.active and records(store_dir) == []
         await pilot.press("backspace", "3", "2")
         assert height.error == ""
         await pilot.press("ctrl+r")
@@ -122,7 +122,7 @@ async def test_stop_mid_run_stores_it_cancelled_with_metrics_and_checkpoint(stor
     app = CnnprobeApp(store_dir, config=tiny(5000, eval_every=1000), watch_store=False)
     async with app.run_test(size=WIDE) as pilot:
         await press_live(pilot, "ctrl+r")
-        await wait_for(pilot, lambda: app.active and app.viewed_job.step >= 10)
+        await wait_for(pilot, lambda: app.lab.active and app.lab.viewed_job.step >= 10)
         await wait_for(pilot, lambda: "samples/s" in app.status.text)  # a throttled refresh
         assert "ETA" in app.status.text and "cpu" in app.status.text
         await press_live(pilot, "ctrl+s")
@@ -145,30 +145,30 @@ async def test_second_training_asks_to_queue_or_stop(store_dir):
 
     async with app.run_test(size=WIDE) as pilot:
         await press_live(pilot, "ctrl+r")
-        await wait_for(pilot, lambda: app.active and app.viewed_job.step >= 3)
-        first = app.viewed_job
+        await wait_for(pilot, lambda: app.lab.active and app.lab.viewed_job.step >= 3)
+        first = app.lab.viewed_job
         await press_live(pilot, "ctrl+r")
         await wait_for(pilot, asking)
         await press_live(pilot, "escape")  # no destructive action on escape: nothing changes
         await wait_for(pilot, lambda: not asking())
-        assert app.queue == [] and not first.cancel.is_set()
+        assert app.lab.queue == [] and not first.cancel.is_set()
         await press_live(pilot, "ctrl+r")
         await wait_for(pilot, asking)
         await press_live(pilot, "q")
-        await wait_for(pilot, lambda: len(app.queue) == 1)
+        await wait_for(pilot, lambda: len(app.lab.queue) == 1)
         assert not first.cancel.is_set()
         await wait_for(pilot, lambda: "1 queued" in app.status.text)
         await press_live(pilot, "ctrl+r")
         await wait_for(pilot, asking)
         await press_live(pilot, "s")  # stop the first; both queued ones follow, in turn
-        await wait_for(pilot, lambda: app.viewed_job is not first and app.active)
-        assert first.cancel.is_set() and len(app.queue) == 1
-        second = app.viewed_job
+        await wait_for(pilot, lambda: app.lab.viewed_job is not first and app.lab.active)
+        assert first.cancel.is_set() and len(app.lab.queue) == 1
+        second = app.lab.viewed_job
         await press_live(pilot, "ctrl+s")
-        await wait_for(pilot, lambda: app.viewed_job not in (first, second) and app.active)
+        await wait_for(pilot, lambda: app.lab.viewed_job not in (first, second) and app.lab.active)
         await press_live(pilot, "ctrl+s")
         await settle(app, pilot)
-        assert not app.active and not app.queue
+        assert not app.lab.active and not app.lab.queue
         runs = records(store_dir)
         assert [r.status for r in runs] == ["cancelled"] * 3
         assert runs[1].created_at >= runs[2].finished_at  # one at a time on the device
@@ -209,7 +209,7 @@ async def test_unreadable_weights_are_marked_at_their_field(store_dir, tmp_path)
         assert "not a readable torch state dict" in weights.error
         assert "could not run: model.weights_path=" in app.log_pane.text()
         assert any(n.severity == "error" for n in app._notifications)
-        assert not app.active and app.is_running
+        assert not app.lab.active and app.is_running
 
 
 async def test_resolution_sweep_draws_one_point_per_resolution(store_dir):
@@ -331,9 +331,9 @@ async def test_quit_during_a_run_stops_it_and_stores_it_cancelled(store_dir):
     app = CnnprobeApp(store_dir, config=tiny(5000, eval_every=1000), watch_store=False)
     async with app.run_test(size=WIDE) as pilot:
         await press_live(pilot, "ctrl+r")
-        await wait_for(pilot, lambda: app.active and app.viewed_job.step >= 5)
+        await wait_for(pilot, lambda: app.lab.active and app.lab.viewed_job.step >= 5)
         (worker,) = [w for w in app.workers if w.group == "train"]
-        job = app.viewed_job
+        job = app.lab.viewed_job
         await press_live(pilot, "ctrl+q")
         await wait_for(pilot, lambda: worker.is_finished, timeout=20)
     assert job.cancel.is_set() and worker.is_finished
@@ -351,7 +351,7 @@ async def test_a_store_that_cannot_be_opened_is_shown_not_raised(tmp_path):
         assert "could not be opened" in message and "is a file, not a folder" in message
         await pilot.press("ctrl+r")
         await pilot.pause()
-        assert not app.active and app.is_running
+        assert not app.lab.active and app.is_running
 
 
 async def test_narrow_terminal_shows_one_pane_at_a_time(store_dir):
@@ -485,12 +485,12 @@ async def test_a_run_loaded_while_the_tabs_are_gone_is_ignored(store_dir):
     async with app.run_test(size=WIDE) as pilot:
         view = tiny_view()
         view.status = "finished"
-        app.viewed_id = view.run_id
+        app.lab.viewed_id = view.run_id
         await app.plots.query_one(PlotStrip).remove()
         await app.plots.query_one(Tabs).remove()
         app.post_message(RunLoaded(view))
         await pilot.pause(0.1)
-        assert app.is_running and app.views[view.run_id] is view
+        assert app.is_running and app.lab.views[view.run_id] is view
 
 
 def test_store_flag_parses():
@@ -521,7 +521,7 @@ async def test_a_batchnorm_run_says_how_its_numbers_were_made(store_dir):
         assert "input standardised with the task's statistics" in log
         from tui.widgets.plots import describe_table
 
-        caption = describe_table(app.views[rec.id]).caption
+        caption = describe_table(app.lab.views[rec.id]).caption
         assert caption == "last @ 6 · BN recalibrated · norm task"
     app = CnnprobeApp(store_dir, config=tiny(4), watch_store=False)
     async with app.run_test(size=WIDE) as pilot:

@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import Input
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
-from cnnprobe.evaluate import Sweep
+from cnnprobe.results import Sweep
 from cnnprobe.store import RunRecord
 from cnnprobe.studies.trial import study_tag
 from tui.app import CnnprobeApp, key_table
@@ -186,7 +186,7 @@ async def test_sort_by_keys_and_header_clicks_names_and_cursor_keys():
         await pilot.press("end")
         assert app.runs.selected_id == table.keys[-1]
         await settle(app, pilot)
-        assert app.viewed_id == table.keys[-1]
+        assert app.lab.viewed_id == table.keys[-1]
         await pilot.press("home", "pagedown")
         assert table.cursor_row > 5
         await pilot.press("pageup", "down")

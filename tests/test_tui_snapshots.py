@@ -24,10 +24,10 @@ import pytest
 from rich.console import Console
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, apply_preset
-from cnnprobe.evaluate import Sweep
+from cnnprobe.results import Sweep
 from cnnprobe.store import RunRecord
-from cnnprobe.system import GpuSample, SystemSnapshot
 from tui import app as app_module
+from tui.system import GpuSample, SystemSnapshot
 from tui.widgets import log_pane, runs_pane, system_line
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

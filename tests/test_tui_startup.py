@@ -78,7 +78,7 @@ async def test_a_training_asked_for_while_loading_waits_then_starts(tmp_path):
         async with app.run_test(size=WIDE) as pilot:
             await pilot.press("ctrl+r")
             await pilot.pause(0.2)
-            assert not app.active  # nothing started, nothing stored
+            assert not app.lab.active  # nothing started, nothing stored
             assert "1 waiting to start" in status_text(app)
             assert "waiting for the engine: training seednet on distance" in \
                 app.log_pane.text()
@@ -86,7 +86,7 @@ async def test_a_training_asked_for_while_loading_waits_then_starts(tmp_path):
                 assert store.list_runs() == []
             gate.set()
             await until(pilot, lambda: app.engine_ready)
-            await until(pilot, lambda: not app.active and "finished train" in
+            await until(pilot, lambda: not app.lab.active and "finished train" in
                         app.log_pane.text(), timeout=60)
             with RunStore(root) as store:
                 (rec,) = store.list_runs()
@@ -108,7 +108,7 @@ async def test_an_engine_that_cannot_load_is_said_and_nothing_starts(tmp_path):
         assert "engine failed to load" in status_text(app)
         await pilot.press("ctrl+r")
         await pilot.pause(0.2)
-        assert app.is_running and not app.active
+        assert app.is_running and not app.lab.active
     with RunStore(root) as store:
         assert store.list_runs() == []
 

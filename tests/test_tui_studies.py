@@ -146,5 +146,5 @@ async def test_the_timers_are_harmless_once_the_screens_are_gone(store_dir):
     async with app.run_test(size=WIDE) as pilot:
         await pilot.press("escape", "u")
     assert not app.screen_stack
-    app.tick()
+    app.controller.tick()
     app.refresh_runs()

@@ -23,12 +23,22 @@ from textual.css.query import NoMatches
 from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, Tab, Tabs
+from textual.worker import Worker
 
+from cnnprobe.admission import admit
 from cnnprobe.config import PRESETS, ConfigError, RunConfig, apply_preset
-from cnnprobe.models import validate_run
 from tui.jobs import TrainJob
-from tui.lab import REFRESH_S, LabActions, device_key
-from tui.messages import EngineLoaded, ModelTableReady
+from tui.lab import REFRESH_S, LabController
+from tui.messages import (
+    CompareLoaded,
+    EngineLoaded,
+    Exported,
+    ModelTableReady,
+    RunLoaded,
+    SweepEnded,
+    TrainingEnded,
+)
+from tui.scheduler import Scheduler
 from tui.screens.help import HelpScreen
 from tui.widgets.form_pane import FormPane
 from tui.widgets.log_pane import LogPane
@@ -55,8 +65,7 @@ POLL_S = 3.0  # re-read the store's run list (other processes may write to it)
 def load_engine() -> None:
     """Import what training, sweeps and inspection need (torch, torchvision, the trainer):
     seconds that the lab spends in a background thread after its first paint."""
-    import cnnprobe.device  # noqa: F401
-    import cnnprobe.runs  # noqa: F401
+    import cnnprobe.runs  # noqa: F401 - the service layer, and through it the engine
 
 
 def form_keys(field_name: str) -> list[str]:
@@ -79,7 +88,7 @@ class LabFooter(Footer):
         self.set_reactive(Footer._bindings_ready, True)
 
 
-class CnnprobeApp(LabActions, App[None]):
+class CnnprobeApp(App[None]):
     """The lab: configure a probe run, train it, watch it, and study stored runs."""
 
     CSS_PATH = "app.tcss"
@@ -151,18 +160,27 @@ class CnnprobeApp(LabActions, App[None]):
         self.store_error = ""
         self.exported: list[Path] = []
         # Fast start: the layout and the store paint first; the engine loads in a thread
-        # (tests pass a loader they control). Until it has, training waits in _after_engine.
+        # (tests pass a loader they control). Until it has, training waits at the lab's
+        # engine gate (Scheduler.engine).
         self.engine_loader = engine_loader or load_engine
-        self.engine_ready = False
-        self.engine_error = ""
-        self._after_engine: list[tuple[str, Callable[[], None]]] = []
         self._panes: dict[type, Any] = {}
         self._panes_by_id: dict[str, Any] = {}  # the lab's panes by id, from compose
         self.forms_filled = False  # the form panes' fields are mounted after the first frame
         self._focus_after_forms = ""  # a pane key pressed before then
         self._store_signature: tuple | None = None
         self._current_pane = ""
-        self._init_lab()
+        # The lab's policy (plain Python) and the controller that acts on it: the app
+        # composes the widgets and routes keys and messages to them.
+        self.lab = Scheduler()
+        self.controller = LabController(self, self.lab)
+
+    @property
+    def engine_ready(self) -> bool:
+        return self.lab.engine.ready
+
+    @property
+    def engine_error(self) -> str:
+        return self.lab.engine.error
 
     # -- layout
     def compose(self) -> ComposeResult:
@@ -174,7 +192,8 @@ class CnnprobeApp(LabActions, App[None]):
         panes = {"task": TaskPane(cfg, id="task", fill_later=True),
                  "model": ModelPane(cfg, preset=self.initial_preset, id="model",
                                     fill_later=True),
-                 "plots": PlotsPane(id="plots"), "runs": RunsPane(id="runs"),
+                 "plots": PlotsPane(id="plots"),
+                 "runs": RunsPane(self.lab.marks, id="runs"),
                  "log": LogPane(id="log")}
         setup = Vertical(panes["task"], panes["model"], id="setup")
         self._panes_by_id = {**panes, "setup": setup}
@@ -182,7 +201,7 @@ class CnnprobeApp(LabActions, App[None]):
         yield Tabs(*[Tab(label, id=f"tab-{name}") for name, label in PANES], id="pane-tabs")
         yield Container(setup, panes["plots"], panes["runs"], panes["log"], id="main")
         yield Static("", id="form-error", markup=False)
-        from tui.widgets.system_line import SystemLine  # the machine (cnnprobe.system)
+        from tui.widgets.system_line import SystemLine  # the machine (tui.system)
 
         yield SystemLine(id="system")
         yield RunStatus(id="status")
@@ -217,13 +236,13 @@ class CnnprobeApp(LabActions, App[None]):
         self.show_pane("task")  # the tabs' state; the classes are already right
         self.open_store()
         self._model_table()
-        self.listen_for_stop_signals()
-        self.set_interval(REFRESH_S, self.tick)
+        self.controller.listen_for_stop_signals()
+        self.set_interval(REFRESH_S, self.controller.tick)
         if self.watch_store:
             self.set_interval(POLL_S, self.poll_store)
         self.revalidate()
         self.plots.show(None)
-        self.update_status()
+        self.controller.update_status()
         self.call_after_refresh(self._fill_forms)
 
     async def _fill_forms(self) -> None:
@@ -258,44 +277,13 @@ class CnnprobeApp(LabActions, App[None]):
         if not self.lab_is_up():
             return  # closing
         if message.error:
-            self.engine_error = (f"the engine could not load ({message.error}); training "
-                                 "needs a working torch: reinstall it (make install)")
-            self.log_pane.event(self.engine_error, "error")
-            self.notify(self.engine_error, severity="error", timeout=10)
-            waiting, self._after_engine = self._after_engine, []
-            if waiting:
-                self.log_pane.event(f"not started: {', '.join(w for w, _ in waiting)}", "warn")
+            self.controller.engine_failed(message.error)
         else:
-            self.engine_ready = True
-            self.log_pane.event(f"engine loaded in {message.seconds:.1f}s: training keys "
-                                "are ready")
-            from tui.widgets.model_pane import device_choices
-
-            for pane in self.screen_main.query(ModelPane):
-                pane.set_devices(device_choices())
-            self.revalidate()  # now with the memory check and the device
-            waiting, self._after_engine = self._after_engine, []
-            for _what, start in waiting:
-                start()
-        self.update_status()
-
-    def after_engine(self, what: str, start: Callable[[], None]) -> None:
-        """Run `start` now if the engine has loaded, else as soon as it has (said once)."""
-        if self.engine_ready:
-            start()
-            return
-        if self.engine_error:
-            self.notify(self.engine_error, severity="error", timeout=8)
-            return
-        self._after_engine.append((what, start))
-        self.notify(f"the engine is still loading (torch); {what} starts as soon as it has",
-                    timeout=4)
-        self.log_pane.event(f"waiting for the engine: {what}")
-        self.update_status()
+            self.controller.engine_loaded(message.seconds)
 
     def on_unmount(self) -> None:
-        self.stop_everything()
-        self.forget_stop_signals()
+        self.controller.stop_everything()
+        self.controller.forget_stop_signals()
 
     def open_store(self) -> None:
         from cnnprobe.store import RunStore
@@ -349,7 +337,7 @@ class CnnprobeApp(LabActions, App[None]):
             self.refresh_runs()
             return
         shown = self.plots.view
-        if shown is not None and shown.status == "running" and self.viewed_job is None:
+        if shown is not None and shown.status == "running" and self.lab.viewed_job is None:
             try:
                 rec = self.store.get(shown.run_id)
             except Exception:  # noqa: BLE001 - gone meanwhile: the next poll lists again
@@ -372,12 +360,13 @@ class CnnprobeApp(LabActions, App[None]):
     def follow_external_run(self, rec: Any = None) -> None:
         """A run another process trains (the CLI, say) redraws as its store record grows."""
         shown = self.plots.view
-        if self.viewed_job is not None or shown is None or shown.run_id != self.viewed_id:
+        lab = self.lab
+        if lab.viewed_job is not None or shown is None or shown.run_id != lab.viewed_id:
             return
         rec = rec or self.runs.record(shown.run_id)
         if rec is not None and (rec.status == "running" or rec.status != shown.status) \
-                and self.live_job(rec.id) is None:
-            self._load_run(rec.id)
+                and lab.live_job(rec.id) is None:
+            self.controller.load_run(rec.id)
 
     def on_resize(self, event) -> None:
         self.apply_layout(event.size)
@@ -457,7 +446,7 @@ class CnnprobeApp(LabActions, App[None]):
         self.push_screen(HelpScreen(self.key_rows()))
 
     def action_activations(self) -> None:
-        rec = self.selected_record("inspect", idle=False)
+        rec = self.controller.selected_record("inspect", idle=False)
         if rec is None:
             return
         if self.store is None:
@@ -500,9 +489,8 @@ class CnnprobeApp(LabActions, App[None]):
         try:
             # Before the engine has loaded (torch), the memory and device checks wait: the
             # form is checked again in full when it has, and when training starts.
-            cfg = validate_run(RunConfig.from_dict(data), memory=self.engine_ready)
-            if self.engine_ready:
-                device_key(cfg.train.device)
+            cfg = admit(RunConfig.from_dict(data),
+                        upto="device" if self.engine_ready else "config").config
         except ConfigError as exc:
             return None, {key: str(exc) for key in form_keys(exc.field)}
         return cfg, {}
@@ -568,24 +556,70 @@ class CnnprobeApp(LabActions, App[None]):
         if self.store is None:
             self.notify(self.store_error or "no store", severity="error", timeout=8)
             return
-        self.after_engine(f"training {cfg.model.name} on {cfg.task.name}",
+        self.controller.after_engine(f"training {cfg.model.name} on {cfg.task.name}",
                           lambda: self._train_now(cfg))
 
     def _train_now(self, cfg: RunConfig) -> None:
         """Start (or queue) `cfg` once the engine is there: the full check first (memory,
         device), which may refuse what the form passed before torch had loaded."""
-        try:
-            cfg = validate_run(cfg)
-            device = device_key(cfg.train.device)
+        try:  # the service times the step in the training thread (train_run)
+            admitted = admit(cfg, upto="device")
         except ConfigError as exc:
             self.show_config_error(exc)
             self.notify(str(exc), title="not started", severity="error", timeout=8)
             return
-        self.submit(TrainJob("train", cfg, device))
+        self.controller.submit(TrainJob("train", admitted.config, admitted.device,
+                                        admission=admitted))
 
     # -- selection
     def on_runs_pane_selected(self, event: RunsPane.Selected) -> None:
-        self.view_run(event.run_id)
+        self.controller.view_run(event.run_id)
+
+    # -- routing: the lab's keys and messages go to its controller (tui/lab.py)
+    def action_stop(self) -> None:
+        self.controller.stop()
+
+    def action_sweep(self, kind: str) -> None:
+        self.controller.sweep(kind)
+
+    def action_resume(self) -> None:
+        self.controller.resume()
+
+    def action_finetune(self) -> None:
+        self.controller.finetune()
+
+    def action_export(self) -> None:
+        self.controller.export()
+
+    def action_mark(self) -> None:
+        self.controller.mark()
+
+    def action_baseline(self) -> None:
+        self.controller.baseline()
+
+    def action_delete(self) -> None:
+        self.controller.delete()
+
+    def action_quit(self) -> None:  # type: ignore[override]
+        self.controller.quit()
+
+    def on_training_ended(self, message: TrainingEnded) -> None:
+        self.controller.training_ended(message)
+
+    def on_sweep_ended(self, message: SweepEnded) -> None:
+        self.controller.sweep_ended(message)
+
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        self.controller.run_loaded(message)
+
+    def on_compare_loaded(self, message: CompareLoaded) -> None:
+        self.controller.compare_loaded(message)
+
+    def on_exported(self, message: Exported) -> None:
+        self.controller.export_done(message)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.controller.worker_state_changed(event)
 
     # -- keys, palette, help
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -682,9 +716,9 @@ def run_app(app: CnnprobeApp) -> int:
     """Run the lab; its exit status. Stopped by SIGTERM or SIGHUP, it says so on the
     terminal (when one is left) and exits with 128 + the signal."""
     app.run()
-    if app.stop_signal:
+    if app.controller.stop_signal:
         try:
-            print(app.stopped_message(), file=sys.stderr)
+            print(app.controller.stopped_message(), file=sys.stderr)
         except OSError:
             pass
     return app.return_code or 0

@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnprobe.admission import Admission
 from cnnprobe.config import RunConfig
 from cnnprobe.events import EvaluationEvent
 from tui.run_view import RunView
@@ -67,6 +68,7 @@ class TrainJob:
     width: int = 0
     steps: int = 0
     lr: float | None = None
+    admission: Admission | None = None  # a training's admission so far (runs.train_run ends it)
     cancel: threading.Event = field(default_factory=threading.Event)
     events: EventBuffer = field(default_factory=EventBuffer)
     run_id: str | None = None

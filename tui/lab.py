@@ -1,9 +1,12 @@
-"""What the lab does with runs: train, stop, queue, sweep, resume, fine-tune, export, delete.
+"""The lab controller: what the lab does with runs (train, stop, queue, sweep, resume,
+fine-tune, export, mark, delete, quit), as an object the app holds (`app.controller`).
 
-A mixin of the app: the widgets, dialogs and workers of each action. What runs where and
-what waits is decided by `tui.scheduler.Scheduler` (plain Python, unit tested); this only
-shows its decisions. Worker bodies only call the engine (`cnnprobe.runs`) and post
-messages; everything that touches a widget happens here, on the UI thread.
+The app composes the widgets and routes keys and messages here. What runs where, what
+waits (for a device, for the engine), what is marked and which study runs is decided by
+`tui.scheduler.Scheduler` (`app.lab`: plain Python, unit tested without a terminal); this
+shows its decisions through the app's panes, dialogs and workers. Worker bodies only call
+the service layer (`cnnprobe.runs`, `cnnprobe.admission`) and post messages; everything
+that touches a widget happens here, on the UI thread.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import work
 from textual.worker import Worker, WorkerState
 
 from cnnprobe.config import ConfigError, RunConfig
@@ -28,7 +31,7 @@ from tui.scheduler import Scheduler
 from tui.widgets.plots import LazyPlot
 
 if TYPE_CHECKING:
-    from tui.app import CnnprobeApp
+    from textual.app import App
 
 EXIT_GUARD_S = 15.0  # after a SIGTERM/SIGHUP, the UI's time to close once the work stopped
 REFRESH_S = 0.5  # the UI merges trainer events and redraws the progress line this often
@@ -43,19 +46,6 @@ def plot_interval(last_cost_s: float) -> float:
     return max(PLOT_EVERY_S, last_cost_s / PLOT_CPU_SHARE)
 
 
-def device_key(name: str) -> str:
-    """The device a run will use, as one string per physical device ("cpu", "cuda:0").
-    Imports torch: call it once the engine has loaded (app.engine_ready)."""
-    import torch
-
-    from cnnprobe.device import resolve_device
-
-    dev = resolve_device(name)
-    if dev.type == "cuda" and dev.index is None:
-        return f"cuda:{torch.cuda.current_device()}"
-    return str(dev)
-
-
 def metrics_line(metrics: dict[str, float]) -> str:
     parts = [f"MAE {metrics['mae']:.4g}"] if "mae" in metrics else []
     for key, label in (("rmse", "RMSE"), ("max_error", "max err"), ("r2", "R²"),
@@ -65,26 +55,13 @@ def metrics_line(metrics: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-def _delegate(name: str) -> property:
-    """An app attribute that is the scheduler's (app.active is app.lab.active)."""
-    return property(lambda self: getattr(self.lab, name),
-                    lambda self, value: setattr(self.lab, name, value))
+class LabController:
+    """The lab's actions on runs, for the app that holds it (`app`: the lab's App, which
+    gives its panes as `log_pane`, `plots`, `runs`, `status`, its store and `lab_is_up`)."""
 
-
-class LabActions:
-    """Run management for CnnprobeApp (self is the app)."""
-
-    active = _delegate("active")
-    queue = _delegate("queue")
-    sweeps = _delegate("sweeps")
-    views = _delegate("views")
-    viewed_job = _delegate("viewed_job")
-    viewed_id = _delegate("viewed_id")
-    quitting = _delegate("quitting")
-
-    # -- state, set up by the app's __init__
-    def _init_lab(self: CnnprobeApp) -> None:
-        self.lab = Scheduler()
+    def __init__(self, app: App[None], lab: Scheduler) -> None:
+        self.app: Any = app  # the cnnprobe app: its panes and store, beside Textual's App
+        self.lab = lab
         self.worker_jobs: dict[Worker, Any] = {}
         self._memory = ("", 0.0)
         self._plotted_at = 0.0
@@ -95,7 +72,7 @@ class LabActions:
         self._lab_closed = threading.Event()  # set when the app has unmounted
 
     # -- training
-    def submit(self: CnnprobeApp, job: TrainJob) -> None:
+    def submit(self, job: TrainJob) -> None:
         """Start a training now, or ask whether to queue it or stop the one on its device."""
         running = self.lab.running_on(job.device)
         if running is None:
@@ -105,11 +82,11 @@ class LabActions:
         def answer(choice: str | None) -> None:
             if choice == "queue":
                 place = self.lab.enqueue(job)
-                self.log_pane.event(f"queued {job.title} (#{place} on {job.device})")
+                self.app.log_pane.event(f"queued {job.title} (#{place} on {job.device})")
             elif choice == "stop":
                 stopped = self.lab.replace_running(job)
                 if stopped is not None:
-                    self.log_pane.event(f"stopping {stopped.title}; {job.title} starts next",
+                    self.app.log_pane.event(f"stopping {stopped.title}; {job.title} starts next",
                                         "warn")
             self.start_next(job.device)  # the running one may have ended while we asked
             self.update_status()
@@ -117,28 +94,31 @@ class LabActions:
         current = f"{running.title}, step {running.step}/{running.total_steps or '?'}"
         from tui.screens.queue_or_stop import QueueOrStopScreen  # on use: the lab paints first
 
-        self.push_screen(QueueOrStopScreen(job.device, current, job.title), answer)
+        self.app.push_screen(QueueOrStopScreen(job.device, current, job.title), answer)
 
-    def start_training(self: CnnprobeApp, job: TrainJob) -> None:
+    def start_training(self, job: TrainJob) -> None:
         self.lab.start(job)
-        self.plots.show(job.view)
-        self.log_pane.event(f"starting {job.title} on {job.device}")
+        self.app.plots.show(job.view)
+        self.app.log_pane.event(f"starting {job.title} on {job.device}")
         worker = self._train_worker(job)
         self.worker_jobs[worker] = job
         self.update_status()
 
-    @work(thread=True, exit_on_error=False, group="train", description="training")
-    def _train_worker(self: CnnprobeApp, job: TrainJob) -> None:
+    def _train_worker(self, job: TrainJob) -> Worker:
+        return self.app.run_worker(lambda: self._train(job), thread=True, exit_on_error=False,
+                                   group="train", description="training")
+
+    def _train(self, job: TrainJob) -> None:
         from cnnprobe.runs import finetune_run, resume_run, train_run
 
         def created(run_id: str) -> None:
             job.events.note(RunIdKnown(run_id))
 
         callbacks = [job.events]
-        with self.worker_store() as store:  # this thread's own connection
+        with self.app.worker_store() as store:  # this thread's own connection
             if job.kind == "train":
-                run_id, result = train_run(store, job.config, callbacks, job.cancel,
-                                           on_created=created)
+                run_id, result = train_run(store, job.admission or job.config, callbacks,
+                                           job.cancel, on_created=created)
             elif job.kind == "resume":
                 created(job.parent_id)  # a resume continues the same record
                 run_id, result = resume_run(store, job.parent_id, job.extra_steps, callbacks,
@@ -148,59 +128,93 @@ class LabActions:
                                               width=job.width, steps=job.steps, lr=job.lr,
                                               callbacks=callbacks, cancel=job.cancel,
                                               on_created=created)
-        self.post_message(TrainingEnded(job, run_id, result))
+        self.app.post_message(TrainingEnded(job, run_id, result))
 
-    def apply_events(self: CnnprobeApp, job: TrainJob) -> bool:
+    def apply_events(self, job: TrainJob) -> bool:
         """Merge what the trainer sent since the last tick; True when the plots changed."""
         merged = self.lab.merge(job)
         for text, style in merged.log:
-            self.log_pane.event(text, style)
+            self.app.log_pane.event(text, style)
         if merged.run_id is not None:
-            self.refresh_runs(select=merged.run_id if self.viewed_job is job else None)
+            self.app.refresh_runs(select=merged.run_id if self.lab.viewed_job is job else None)
         return merged.changed
 
-    def tick(self: CnnprobeApp) -> None:
+    def tick(self) -> None:
         """The throttle: a few times a second, merge events and redraw what is shown."""
-        if not self.lab_is_up():  # shutting down
+        if not self.app.lab_is_up():  # shutting down
             return
         redraw = False
-        for job in list(self.active.values()):
-            if self.apply_events(job) and job is self.viewed_job:
+        for job in list(self.lab.active.values()):
+            if self.apply_events(job) and job is self.lab.viewed_job:
                 redraw = True
-        for sweep in list(self.sweeps.values()):
-            if self.apply_sweep_rows(sweep) and sweep.run_id == self.viewed_id:
+        for sweep in list(self.lab.sweeps.values()):
+            if self.apply_sweep_rows(sweep) and sweep.run_id == self.lab.viewed_id:
                 redraw = True
         now = time.monotonic()
         if redraw and now - self._plotted_at >= plot_interval(LazyPlot.last_cost_s):
             self._plotted_at = now
-            self.plots.redraw()
+            self.app.plots.redraw()
         if self.lab.busy:
             self.update_status()
 
-    def update_status(self: CnnprobeApp) -> None:
+    def update_status(self) -> None:
         job = self.lab.status_job()
         memory = ""
         if job is not None and job.device.startswith("cuda"):
             text, at = self._memory
             if time.monotonic() - at > 1.0:  # once a second is plenty
-                import torch  # loaded: a CUDA job is running
+                from cnnprobe.admission import device_memory  # loaded: a CUDA job runs
 
-                from cnnprobe.device import memory_line
-
-                text = memory_line(torch.device(job.device))
+                text = device_memory(job.device)
                 self._memory = (text, time.monotonic())
             memory = text
         engine = ""
-        if self.engine_error:
+        gate = self.lab.engine
+        if gate.error:
             engine = "engine failed to load: see the Log pane"
-        elif not self.engine_ready:
-            waiting = len(self._after_engine)
+        elif not gate.ready:
+            waiting = len(gate.waiting)
             engine = "loading the engine (torch)…" + (f" {waiting} waiting to start"
                                                      if waiting else "")
-        self.status.show(job, queued=len(self.queue), sweeps=len(self.sweeps), memory=memory,
-                         engine=engine)
+        self.app.status.show(job, queued=len(self.lab.queue), sweeps=len(self.lab.sweeps),
+                             memory=memory, engine=engine)
 
-    def on_training_ended(self: CnnprobeApp, message: TrainingEnded) -> None:
+    # -- the engine, loaded after the first paint (app._load_engine)
+    def after_engine(self, what: str, start: Callable[[], None]) -> None:
+        """Run `start` now if the engine has loaded, else as soon as it has (said once)."""
+        answer = self.lab.engine.ask(what, start)
+        if answer == "now":
+            start()
+        elif answer == "refused":
+            self.app.notify(self.lab.engine.error, severity="error", timeout=8)
+        else:
+            self.app.notify(f"the engine is still loading (torch); {what} starts as soon as "
+                            "it has", timeout=4)
+            self.app.log_pane.event(f"waiting for the engine: {what}")
+            self.update_status()
+
+    def engine_loaded(self, seconds: float) -> None:
+        self.app.log_pane.event(f"engine loaded in {seconds:.1f}s: training keys are ready")
+        from tui.widgets.model_pane import ModelPane, device_choices
+
+        for pane in self.app.screen_main.query(ModelPane):
+            pane.set_devices(device_choices())
+        self.app.revalidate()  # now with the memory check and the device
+        for start in self.lab.engine.loaded():
+            start()
+        self.update_status()
+
+    def engine_failed(self, reason: str) -> None:
+        error = (f"the engine could not load ({reason}); training needs a working torch: "
+                 "reinstall it (make install)")
+        dropped = self.lab.engine.failed(error)
+        self.app.log_pane.event(error, "error")
+        self.app.notify(error, severity="error", timeout=10)
+        if dropped:
+            self.app.log_pane.event(f"not started: {', '.join(dropped)}", "warn")
+        self.update_status()
+
+    def training_ended(self, message: TrainingEnded) -> None:
         job, result = message.job, message.result
         self.apply_events(job)
         self.finish_job(job)
@@ -213,49 +227,49 @@ class LabActions:
             view.labels = result.evaluation.labels
         view.evaluated += 1  # the final metrics and how they were measured, too
         view.touch()
-        self.views[message.run_id] = view
+        self.lab.views[message.run_id] = view
         done = f"{job.title} ({message.run_id[:8]})"
         if result.status == "finished":
-            self.log_pane.event(f"finished {done}: {result.steps_done} steps in "
+            self.app.log_pane.event(f"finished {done}: {result.steps_done} steps in "
                                 f"{result.wall_time_s:.1f}s; {metrics_line(view.metrics)} "
                                 f"({describe(view.measured)})", "good")
-            self.notify(f"{done} finished: {metrics_line(view.metrics)}", timeout=4)
+            self.app.notify(f"{done} finished: {metrics_line(view.metrics)}", timeout=4)
         elif result.status == "cancelled":
             metrics = metrics_line(view.metrics) or "no metrics yet"
-            self.log_pane.event(f"cancelled {done} at step {result.steps_done}; stored with "
+            self.app.log_pane.event(f"cancelled {done} at step {result.steps_done}; stored with "
                                 f"{metrics}", "warn")
         else:
-            self.log_pane.event(f"failed {done} at step {result.steps_done}: {result.reason}",
+            self.app.log_pane.event(f"failed {done} at step {result.steps_done}: {result.reason}",
                                 "error")
-            self.notify(f"{done} failed: {result.reason}", severity="error", timeout=10)
-        self.refresh_runs(select=message.run_id if self.viewed_job is job else None)
-        if self.viewed_job is job:
-            self.plots.redraw()
+            self.app.notify(f"{done} failed: {result.reason}", severity="error", timeout=10)
+        self.app.refresh_runs(select=message.run_id if self.lab.viewed_job is job else None)
+        if self.lab.viewed_job is job:
+            self.app.plots.redraw()
         self.start_next(job.device)
 
-    def finish_job(self: CnnprobeApp, job: TrainJob) -> None:
+    def finish_job(self, job: TrainJob) -> None:
         self.lab.finish(job)
         self.update_status()
 
-    def start_next(self: CnnprobeApp, device: str) -> None:
+    def start_next(self, device: str) -> None:
         nxt = self.lab.next_for(device)
         if nxt is not None:
             self.start_training(nxt)
 
-    def on_worker_state_changed(self: CnnprobeApp, event: Worker.StateChanged) -> None:
+    def worker_state_changed(self, event: Worker.StateChanged) -> None:
         job = self.worker_jobs.get(event.worker)
         if event.state == WorkerState.ERROR:
             error = event.worker.error
             reason = str(error) if isinstance(error, ConfigError) else \
                 f"{type(error).__name__}: {error}"
             what = job.title if job is not None else event.worker.description
-            self.log_pane.event(f"{what} could not run: {reason}", "error")
-            self.notify(f"{what}: {reason}", severity="error", timeout=10)
+            self.app.log_pane.event(f"{what} could not run: {reason}", "error")
+            self.app.notify(f"{what}: {reason}", severity="error", timeout=10)
             if isinstance(job, TrainJob):
                 if isinstance(error, ConfigError) and job.kind == "train":
-                    self.show_config_error(error)
+                    self.app.show_config_error(error)
                 self.finish_job(job)
-                self.refresh_runs()
+                self.app.refresh_runs()
                 self.start_next(job.device)
             elif isinstance(job, SweepJob):
                 self.lab.end_sweep(job)
@@ -263,73 +277,78 @@ class LabActions:
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.worker_jobs.pop(event.worker, None)
 
-    def action_stop(self: CnnprobeApp) -> None:
+    def stop(self) -> None:
         """Stop the viewed run (else every run) at its next step; sweeps too."""
         if not self.lab.busy:
-            self.notify("nothing is running", timeout=2)
+            self.app.notify("nothing is running", timeout=2)
             return
         for job in self.lab.to_stop():
             job.cancel.set()
-            self.log_pane.event(f"stopping {job.title} at the next step", "warn")
+            self.app.log_pane.event(f"stopping {job.title} at the next step", "warn")
 
     # -- viewing
-    def view_job(self: CnnprobeApp, job: TrainJob) -> None:
+    def view_job(self, job: TrainJob) -> None:
         self.lab.view_job(job)
-        self.plots.show(job.view)
+        self.app.plots.show(job.view)
 
-    def live_job(self: CnnprobeApp, run_id: str) -> TrainJob | None:
+    def live_job(self, run_id: str) -> TrainJob | None:
         return self.lab.live_job(run_id)
 
-    def view_run(self: CnnprobeApp, run_id: str) -> None:
-        if run_id == self.viewed_id and (self.viewed_job is None
-                                         or self.viewed_job.run_id == run_id):
+    def view_run(self, run_id: str) -> None:
+        if run_id == self.lab.viewed_id and (self.lab.viewed_job is None
+                                         or self.lab.viewed_job.run_id == run_id):
             return
         live = self.live_job(run_id)
         if live is not None:
             self.view_job(live)
             return
-        self.viewed_job, self.viewed_id = None, run_id
-        cached = self.views.get(run_id)
-        rec = self.runs.record(run_id)
+        self.lab.viewed_job, self.lab.viewed_id = None, run_id
+        cached = self.lab.views.get(run_id)
+        rec = self.app.runs.record(run_id)
         if rec is not None and rec.config_warning and run_id not in self._warned:
             self._warned.add(run_id)
-            self.log_pane.event(f"{run_id[:8]}: {rec.config_warning}", "warn")
+            self.app.log_pane.event(f"{run_id[:8]}: {rec.config_warning}", "warn")
         if cached is not None and (rec is None or rec.status == cached.status):
-            self.plots.show(cached)
+            self.app.plots.show(cached)
         else:
-            self._load_run(run_id)
+            self.load_run(run_id)
 
-    @work(thread=True, exit_on_error=False, exclusive=True, group="load", description="load")
-    def _load_run(self: CnnprobeApp, run_id: str) -> None:
-        with self.worker_store() as store:
+    def load_run(self, run_id: str) -> Worker:
+        """Read a stored run's view in a thread (the newest asked for wins)."""
+        return self.app.run_worker(lambda: self._load(run_id), thread=True,
+                                   exit_on_error=False, exclusive=True, group="load",
+                                   description="load")
+
+    def _load(self, run_id: str) -> None:
+        with self.app.worker_store() as store:
             view = RunView.from_store(store, store.get(run_id))
-        self.post_message(RunLoaded(view))
+        self.app.post_message(RunLoaded(view))
 
-    def on_run_loaded(self: CnnprobeApp, message: RunLoaded) -> None:
+    def run_loaded(self, message: RunLoaded) -> None:
         view = message.view
         if view.status != "running":
-            self.views[view.run_id] = view
-        if not self.lab_is_up():  # arrived while the app closes: nothing to draw on
+            self.lab.views[view.run_id] = view
+        if not self.app.lab_is_up():  # arrived while the app closes: nothing to draw on
             return
         for line in view.unreadable:
-            self.log_pane.event(line, "warn")
-        if self.viewed_id == view.run_id and self.viewed_job is None:
-            self.plots.show(view)
+            self.app.log_pane.event(line, "warn")
+        if self.lab.viewed_id == view.run_id and self.lab.viewed_job is None:
+            self.app.plots.show(view)
 
     # -- run actions on the selected run
-    def selected_record(self: CnnprobeApp, verb: str, *, idle: bool = True):
-        run_id = self.runs.selected_id
-        rec = self.runs.record(run_id) if run_id else None
+    def selected_record(self, verb: str, *, idle: bool = True):
+        run_id = self.app.runs.selected_id
+        rec = self.app.runs.record(run_id) if run_id else None
         if rec is None:
-            self.notify(f"select a run in Runs (4) to {verb} it", severity="warning", timeout=3)
+            self.app.notify(f"select a run in Runs (4) to {verb} it", severity="warning", timeout=3)
             return None
         if idle and (rec.status == "running" or self.live_job(rec.id)):
-            self.notify(f"{rec.id[:8]} is still running: stop it (ctrl+s) or wait to {verb} it",
+            self.app.notify(f"{rec.id[:8]} is still running: stop it (ctrl+s) or wait to {verb} it",
                         severity="warning", timeout=4)
             return None
         return rec
 
-    def action_sweep(self: CnnprobeApp, kind: str) -> None:
+    def sweep(self, kind: str) -> None:
         rec = self.selected_record("sweep")
         if rec is None:
             return
@@ -339,32 +358,35 @@ class LabActions:
                 job = SweepJob(rec.id, kind, values.get("resolutions"),
                                values.get("max_distractors", 8), values["n"])
                 self.lab.add_sweep(job)
-                if self.viewed_id == rec.id:
-                    self.plots.set_tab("sweep")
-                self.log_pane.event(f"starting {job.title}")
+                if self.lab.viewed_id == rec.id:
+                    self.app.plots.set_tab("sweep")
+                self.app.log_pane.event(f"starting {job.title}")
                 self.worker_jobs[self._sweep_worker(job)] = job
                 self.update_status()
 
         from tui.screens.sweep import SweepScreen  # on use: the lab paints first
 
-        self.push_screen(SweepScreen(rec, kind), go)
+        self.app.push_screen(SweepScreen(rec, kind), go)
 
-    @work(thread=True, exit_on_error=False, group="sweep", description="sweep")
-    def _sweep_worker(self: CnnprobeApp, job: SweepJob) -> None:
+    def _sweep_worker(self, job: SweepJob) -> Worker:
+        return self.app.run_worker(lambda: self._sweep(job), thread=True, exit_on_error=False,
+                                   group="sweep", description="sweep")
+
+    def _sweep(self, job: SweepJob) -> None:
         from cnnprobe.runs import sweep_run
         kw: dict[str, Any] = {"n": job.n, "cancel": job.cancel, "on_row": job.rows}
         if job.kind == "resolution":
             kw["resolutions"] = job.resolutions
         else:
             kw["max_distractors"] = job.max_distractors
-        with self.worker_store() as store:
+        with self.app.worker_store() as store:
             sweep = sweep_run(store, job.run_id, job.kind, **kw)
-        self.post_message(SweepEnded(job, sweep))
+        self.app.post_message(SweepEnded(job, sweep))
 
-    def apply_sweep_rows(self: CnnprobeApp, job: SweepJob) -> bool:
+    def apply_sweep_rows(self, job: SweepJob) -> bool:
         """Each swept value's metrics as it is done: the Sweep plot grows point by point."""
         rows = job.rows.drain()
-        view = self.views.get(job.run_id)
+        view = self.lab.views.get(job.run_id)
         if not rows or view is None:
             return False
         import pandas as pd
@@ -375,51 +397,51 @@ class LabActions:
         view.touch()
         return True
 
-    def on_sweep_ended(self: CnnprobeApp, message: SweepEnded) -> None:
+    def sweep_ended(self, message: SweepEnded) -> None:
         job, sweep = message.job, message.sweep
         table = sweep.table
         self.lab.end_sweep(job)
         self.update_status()
         key = job.kind
         if sweep.cancelled:
-            self.log_pane.event(f"{job.title} stopped after {len(table)} points; not saved",
+            self.app.log_pane.event(f"{job.title} stopped after {len(table)} points; not saved",
                                 "warn")
         elif len(table):
             worst = table.loc[table["mae"].idxmax()]
             best = table.loc[table["mae"].idxmin()]
-            self.log_pane.event(f"{job.title}: {len(table)} points, MAE {best['mae']:.4g} at "
+            self.app.log_pane.event(f"{job.title}: {len(table)} points, MAE {best['mae']:.4g} at "
                                 f"{key} {best[key]:g} to {worst['mae']:.4g} at {worst[key]:g}",
                                 "good")
-        view = self.views.get(job.run_id)
+        view = self.lab.views.get(job.run_id)
         if view is not None:
             if len(table) and not sweep.cancelled:
                 view.sweeps[job.kind] = table
             elif sweep.cancelled:  # the stored sweep (if any) is what stands
-                self._load_run(job.run_id)
+                self.load_run(job.run_id)
             view.swept += 1
             view.touch()
-        if self.viewed_id == job.run_id:
+        if self.lab.viewed_id == job.run_id:
             if view is None:
-                self._load_run(job.run_id)
-            self.plots.set_tab("sweep")
-            self.plots.redraw()
-        if job.run_id in self.runs.compared:
+                self.load_run(job.run_id)
+            self.app.plots.set_tab("sweep")
+            self.app.plots.redraw()
+        if job.run_id in self.lab.marks.compared:
             self.load_compare()
 
-    def action_resume(self: CnnprobeApp) -> None:
+    def resume(self) -> None:
         rec = self.selected_record("resume")
         if rec is None:
             return
 
         def go(values: dict | None) -> None:
             if values:
-                self._submit_stored(rec, "resume", rec.config, extra_steps=values["extra_steps"])
+                self._submit_stored(rec, "resume", rec.config, extra_steps=values["steps"])
 
         from tui.screens.resume import ResumeScreen  # on use: the lab paints first
 
-        self.push_screen(ResumeScreen(rec), go)
+        self.app.push_screen(ResumeScreen(rec), go)
 
-    def action_finetune(self: CnnprobeApp) -> None:
+    def finetune(self) -> None:
         rec = self.selected_record("fine-tune")
         if rec is None:
             return
@@ -439,21 +461,23 @@ class LabActions:
 
         from tui.screens.finetune import FinetuneScreen  # on use: the lab paints first
 
-        self.push_screen(FinetuneScreen(rec), go)
+        self.app.push_screen(FinetuneScreen(rec), go)
 
-    def _submit_stored(self: CnnprobeApp, rec: Any, kind: str, cfg: RunConfig,
+    def _submit_stored(self, rec: Any, kind: str, cfg: RunConfig,
                        **kw: Any) -> None:
         def start() -> None:
-            try:
-                device = device_key(cfg.train.device)
+            from cnnprobe.admission import admit, without_download
+
+            try:  # early feedback: the service admits it in full when it starts
+                device = admit(without_download(cfg), upto="device").device
             except ConfigError as exc:
-                self.notify(str(exc), severity="error", timeout=6)
+                self.app.notify(str(exc), severity="error", timeout=6)
                 return
             self.submit(TrainJob(kind, cfg, device, parent_id=rec.id, **kw))
 
         self.after_engine(f"the {kind} of {rec.id[:8]}", start)
 
-    def action_export(self: CnnprobeApp) -> None:
+    def export(self) -> None:
         rec = self.selected_record("export", idle=False)
         if rec is None:
             return
@@ -466,66 +490,76 @@ class LabActions:
 
         from tui.screens.export import ExportScreen  # on use: the lab paints first
 
-        self.push_screen(ExportScreen(rec), go)
+        self.app.push_screen(ExportScreen(rec), go)
 
-    @work(thread=True, exit_on_error=False, group="export", description="export")
-    def _export_worker(self: CnnprobeApp, run_id: str, fmt: str, path: Path | None,
-                       force: bool) -> None:
+    def _export_worker(self, run_id: str, fmt: str, path: Path | None,
+                       force: bool) -> Worker:
+        return self.app.run_worker(lambda: self._export(run_id, fmt, path, force), thread=True,
+                                   exit_on_error=False, group="export", description="export")
+
+    def _export(self, run_id: str, fmt: str, path: Path | None, force: bool) -> None:
         from cnnprobe.report.export import export_run
-        with self.worker_store() as store:
+        with self.app.worker_store() as store:
             paths = export_run(store, run_id, fmt, path, force=force)
-        self.post_message(Exported(run_id, fmt, [Path(p).resolve() for p in paths]))
+        self.app.post_message(Exported(run_id, fmt, [Path(p).resolve() for p in paths]))
 
-    def on_exported(self: CnnprobeApp, message: Exported) -> None:
-        self.exported = message.paths
+    def export_done(self, message: Exported) -> None:
+        self.app.exported = message.paths
         names = ", ".join(str(p) for p in message.paths)
-        self.log_pane.event(f"exported {message.run_id[:8]} as {message.fmt}: {names}", "good")
-        self.notify(f"written: {names}", title="export", timeout=8)
+        self.app.log_pane.event(f"exported {message.run_id[:8]} as {message.fmt}: {names}", "good")
+        self.app.notify(f"written: {names}", title="export", timeout=8)
 
-    def action_mark(self: CnnprobeApp) -> None:
+    def mark(self) -> None:
         rec = self.selected_record("mark", idle=False)
         if rec is None:
             return
-        marked = self.runs.toggle_mark(rec.id)
-        n = len(self.runs.marked)
-        self.notify(f"{rec.id[:8]} {'marked' if marked else 'unmarked'}; {n} marked for "
+        marks = self.lab.marks
+        marked = marks.toggle_mark(rec.id)
+        self.app.runs.show_marks(rec.id)
+        n = len(marks.marked)
+        self.app.notify(f"{rec.id[:8]} {'marked' if marked else 'unmarked'}; {n} marked for "
                     "Compare", timeout=2)
         self.load_compare()
 
-    def action_baseline(self: CnnprobeApp) -> None:
+    def baseline(self) -> None:
         """Pin the selected run as the baseline Compare draws the others against, or unpin."""
         rec = self.selected_record("pin as the Compare baseline", idle=False)
         if rec is None:
             return
-        pinned = self.runs.toggle_baseline(rec.id)
-        others = len([m for m in self.runs.marked if m != rec.id])
-        self.notify(f"{rec.id[:8]} is the Compare baseline; {others} marked run(s) drawn "
+        marks = self.lab.marks
+        pinned, before = marks.toggle_baseline(rec.id)
+        self.app.runs.show_marks(before, rec.id)
+        others = len([m for m in marks.marked if m != rec.id])
+        self.app.notify(f"{rec.id[:8]} is the Compare baseline; {others} marked run(s) drawn "
                     "against it" if pinned else f"{rec.id[:8]} unpinned: no baseline",
                     timeout=3)
         self.load_compare()
         if pinned:
-            self.plots.set_tab("compare")
+            self.app.plots.set_tab("compare")
 
-    def load_compare(self: CnnprobeApp) -> None:
-        self._compare_worker(self.runs.compared)
+    def load_compare(self) -> None:
+        self._compare_worker(self.lab.marks.compared)
 
-    @work(thread=True, exit_on_error=False, exclusive=True, group="compare",
-          description="compare")
-    def _compare_worker(self: CnnprobeApp, run_ids: list[str]) -> None:
+    def _compare_worker(self, run_ids: list[str]) -> Worker:
+        return self.app.run_worker(lambda: self._compare(run_ids), thread=True,
+                                   exit_on_error=False, exclusive=True, group="compare",
+                                   description="compare")
+
+    def _compare(self, run_ids: list[str]) -> None:
         views = []
-        with self.worker_store() as store:
+        with self.app.worker_store() as store:
             for run_id in run_ids:
-                cached = self.views.get(run_id)
+                cached = self.lab.views.get(run_id)
                 views.append(cached if cached is not None
                              else RunView.from_store(store, store.get(run_id)))
-        self.post_message(CompareLoaded(views))
+        self.app.post_message(CompareLoaded(views))
 
-    def on_compare_loaded(self: CnnprobeApp, message: CompareLoaded) -> None:
-        if not self.lab_is_up():
+    def compare_loaded(self, message: CompareLoaded) -> None:
+        if not self.app.lab_is_up():
             return
-        self.plots.show_compare(message.views, self.runs.baseline)
+        self.app.plots.show_compare(message.views, self.lab.marks.baseline)
 
-    def action_delete(self: CnnprobeApp) -> None:
+    def delete(self) -> None:
         rec = self.selected_record("delete")
         if rec is None:
             return
@@ -534,68 +568,64 @@ class LabActions:
             if not yes:
                 return
             try:
-                self.store.delete(rec.id)
+                self.app.store.delete(rec.id)
             except Exception as exc:  # noqa: BLE001 - shown, and the app goes on
-                self.notify(f"could not delete {rec.id[:8]}: {exc}", severity="error")
+                self.app.notify(f"could not delete {rec.id[:8]}: {exc}", severity="error")
                 return
-            self.views.pop(rec.id, None)
-            if rec.id in self.runs.compared:
-                if rec.id in self.runs.marked:
-                    self.runs.toggle_mark(rec.id)
-                if rec.id == self.runs.baseline:
-                    self.runs.toggle_baseline(rec.id)
+            self.lab.views.pop(rec.id, None)
+            if self.lab.marks.forget(rec.id):
                 self.load_compare()
-            self.log_pane.event(f"deleted run {rec.id[:8]} ({rec.task}/{rec.model} "
+            self.app.log_pane.event(f"deleted run {rec.id[:8]} ({rec.task}/{rec.model} "
                                 f"{rec.resolution})", "warn")
-            if self.viewed_id == rec.id:
-                self.viewed_id = None
-                self.plots.show(None)
-            self.refresh_runs()
+            if self.lab.viewed_id == rec.id:
+                self.lab.viewed_id = None
+                self.app.plots.show(None)
+            self.app.refresh_runs()
 
         from tui.screens.confirm import ConfirmScreen  # on use: the lab paints first
 
-        self.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]} ({shown(rec.name)})?",
+        self.app.push_screen(ConfirmScreen(f"Delete run {rec.id[:8]} ({shown(rec.name)})?",
                                        f"{rec.task}/{rec.model} {rec.resolution}, {rec.status}. "
                                        "Its record, history, sweeps and weights are removed; "
                                        "this cannot be undone."), go)
 
     # -- quitting
-    def action_quit(self: CnnprobeApp) -> None:
+    def quit(self) -> None:
         """Quit; a running training or sweep is stopped first and stored as cancelled."""
         if not self.lab.busy:
-            self.exit(return_code=self.quit_code())
+            self.app.exit(return_code=self.quit_code())
             return
-        if self.quitting:
+        if self.lab.quitting:
             return
-        self.quitting = True
+        self.lab.quitting = True
         dropped = self.lab.stop_everything()
-        self.log_pane.event("quitting: stopping the running work at its next step"
+        self.app.log_pane.event("quitting: stopping the running work at its next step"
                             + (f"; {dropped} queued runs dropped" if dropped else ""), "warn")
-        self.notify("stopping the run, then quitting…", timeout=5)
-        self.run_worker(self._exit_when_stopped(), group="quit", exit_on_error=False)
+        self.app.notify("stopping the run, then quitting…", timeout=5)
+        self.app.run_worker(self._exit_when_stopped(), group="quit", exit_on_error=False)
 
-    def quit_code(self: CnnprobeApp) -> int:
+    def quit_code(self) -> int:
         """0, or 128 + the signal that made the app quit."""
         return exit_code(self.stop_signal) if self.stop_signal else 0
 
-    def stop_everything(self: CnnprobeApp) -> None:
+    def stop_everything(self) -> None:
         """However the app ends, no training outlives it by more than a step."""
         self.lab.stop_everything()
 
-    async def _exit_when_stopped(self: CnnprobeApp) -> None:
+    async def _exit_when_stopped(self) -> None:
         for worker in self._stopping_workers():
             try:
                 await worker.wait()
             except Exception:  # noqa: BLE001 - a failed worker has stopped too
                 pass
-        self.exit(return_code=self.quit_code())
+        self.app.exit(return_code=self.quit_code())
 
-    def _stopping_workers(self: CnnprobeApp) -> list[Worker]:
-        return [w for w in list(self.workers)
+    def _stopping_workers(self) -> list[Worker]:
+        return [w for w in list(self.app.workers)
                 if w.group in ("train", "sweep", "export", "study")]
 
     # -- SIGTERM and SIGHUP (cnnprobe/stopping.py): quit as ctrl+q does
-    def listen_for_stop_signals(self: CnnprobeApp) -> None:
+    def listen_for_stop_signals(self) -> None:
         """From mount: SIGTERM and SIGHUP (an SSH connection dropped) go the way of ctrl+q,
         through the event loop (Textual installs no handler for them: by default they kill
         the process, and the training with it). Not where the loop cannot take signals (an
@@ -607,12 +637,12 @@ class LabActions:
         for signum in STOP_SIGNALS:
             previous = signal.getsignal(signum)
             try:
-                loop.add_signal_handler(signum, self.on_stop_signal, signum)
+                loop.add_signal_handler(signum, self.stop_signal_received, signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
             self._signal_handlers[signum] = previous
 
-    def forget_stop_signals(self: CnnprobeApp) -> None:
+    def forget_stop_signals(self) -> None:
         import asyncio
         import signal
 
@@ -627,7 +657,7 @@ class LabActions:
             if previous is not None:
                 signal.signal(signum, previous)
 
-    def on_stop_signal(self: CnnprobeApp, signum: int) -> None:
+    def stop_signal_received(self, signum: int) -> None:
         """Stop and store the running work, then quit, as ctrl+q. After a hangup the
         terminal is gone: the app's output goes to /dev/null from then on. Should the UI
         be stuck all the same, a guard thread ends the process once the work has stopped."""
@@ -640,18 +670,18 @@ class LabActions:
             self.stopped_runs = [j.run_id for j in self.lab.active.values() if j.run_id]
             threading.Thread(target=self._exit_guard, args=(self._stopping_workers(),),
                              daemon=True, name="cnnprobe-exit-guard").start()
-            if self.lab_is_up():
-                self.log_pane.event(f"{signal_name(signum)}: quitting", "warn")
-        self.action_quit()
+            if self.app.lab_is_up():
+                self.app.log_pane.event(f"{signal_name(signum)}: quitting", "warn")
+        self.quit()
 
-    def _exit_guard(self: CnnprobeApp, workers: list[Worker]) -> None:
+    def _exit_guard(self, workers: list[Worker]) -> None:
         while not all(w.is_finished for w in workers):
             if self._lab_closed.wait(0.2):
                 return
         if not self._lab_closed.wait(EXIT_GUARD_S):
             os._exit(self.quit_code())  # the work is stored; the UI could not close
 
-    def stopped_message(self: CnnprobeApp) -> str:
+    def stopped_message(self) -> str:
         """The line said on the terminal (if one is left) after a stop by a signal."""
         said = f"cnnprobe-tui: stopped by {signal_name(self.stop_signal or 0)}"
         runs = []
@@ -659,7 +689,7 @@ class LabActions:
             from cnnprobe.store import RunStore
 
             try:
-                with RunStore(self.store_root) as store:
+                with RunStore(self.app.store_root) as store:
                     for run_id in self.stopped_runs:
                         rec = store.get(run_id)
                         runs.append(f"run {run_id[:8]} stored as {rec.status} at step "

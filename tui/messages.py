@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from cnnprobe.evaluate import Sweep
-    from cnnprobe.train import RunResult
+    from cnnprobe.events import RunResult
+    from cnnprobe.results import Sweep
     from tui.jobs import SweepJob, TrainJob
     from tui.run_view import RunView
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cnnprobe.config import RunConfig
+from cnnprobe.store.records import SWEEP_KINDS
 
 if TYPE_CHECKING:  # numpy loads with the first run shown: the lab paints before it
     import numpy as np
@@ -69,7 +70,7 @@ class RunView:
             import numpy as np
 
             view.predictions, view.labels = (np.asarray(a, dtype=np.float64) for a in pl)
-        for kind in ("resolution", "distractors"):
+        for kind in SWEEP_KINDS:
             table = store.sweep_table(record.id, kind)  # its samples file is not needed
             if table is not None:
                 view.sweeps[kind] = table

@@ -1,18 +1,97 @@
 """The lab's policy, in plain Python: one training per device, a queue per device, which
-run the user is looking at, and how a running job's events become its view and log lines.
+run the user is looking at, how a running job's events become its view and log lines, the
+runs marked for Compare and its baseline (`Marks`), what waits for the engine to load
+(`EngineGate`), and the study the Studies screen runs (`start_study`, `stop_study`).
 
-No Textual here: the app (tui/lab.py) shows what this decides and forwards keys to it, and
-tests/test_scheduler.py tests it without a terminal.
+No Textual here: the lab controller (tui/lab.py) shows what this decides and forwards keys
+to it, and tests/test_scheduler.py tests it without a terminal.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from tui.jobs import RunIdKnown, SweepJob, TrainJob
 from tui.run_view import RunView
+
+if TYPE_CHECKING:
+    from cnnprobe.studies.live import StudyState
+    from cnnprobe.studies.plan import StudyPlan
+
+
+class Marks:
+    """The runs marked for the Compare tab, in the order marked, and its baseline (the run
+    Compare draws the others against). The Runs pane shows them; Compare draws `compared`."""
+
+    def __init__(self) -> None:
+        self.marked: list[str] = []
+        self.baseline: str | None = None
+
+    @property
+    def compared(self) -> list[str]:
+        """The runs the Compare tab draws: the baseline first, then the marked ones."""
+        rest = [m for m in self.marked if m != self.baseline]
+        return ([self.baseline] if self.baseline else []) + rest
+
+    def toggle_mark(self, run_id: str) -> bool:
+        """Mark or unmark a run; True when it is now marked."""
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+            return False
+        self.marked.append(run_id)
+        return True
+
+    def toggle_baseline(self, run_id: str) -> tuple[bool, str | None]:
+        """Pin a run as the baseline (unpinning another), or unpin it: (whether it is the
+        baseline now, the run that was the baseline before)."""
+        old, self.baseline = self.baseline, None if self.baseline == run_id else run_id
+        return self.baseline == run_id, old
+
+    def forget(self, run_id: str) -> bool:
+        """A deleted run leaves the marks and the baseline; True when Compare changed."""
+        was = run_id in self.compared
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        if self.baseline == run_id:
+            self.baseline = None
+        return was
+
+
+class EngineGate:
+    """What waits for the engine (torch, the trainer) to load after the first frame: each
+    training, resume or fine-tune asked for meanwhile starts once it has, in order, or is
+    dropped (and said) when it cannot load."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.error = ""
+        self.waiting: list[tuple[str, Callable[[], None]]] = []
+
+    def ask(self, what: str, start: Callable[[], None]) -> str:
+        """"now" (loaded: run `start` now), "refused" (it failed to load), or "waiting"
+        (`start` is kept for `loaded`)."""
+        if self.ready:
+            return "now"
+        if self.error:
+            return "refused"
+        self.waiting.append((what, start))
+        return "waiting"
+
+    def loaded(self) -> list[Callable[[], None]]:
+        """The engine is in: what waited, to start now, in the order asked."""
+        self.ready = True
+        waiting, self.waiting = self.waiting, []
+        return [start for _, start in waiting]
+
+    def failed(self, error: str) -> list[str]:
+        """The engine could not load: what waited is dropped; returns what it was."""
+        self.error = error
+        waiting, self.waiting = self.waiting, []
+        return [what for what, _ in waiting]
 
 
 @dataclass
@@ -36,9 +115,11 @@ class Scheduler:
         self.viewed_job: TrainJob | None = None
         self.viewed_id: str | None = None
         self.quitting = False
+        self.marks = Marks()
+        self.engine = EngineGate()
         # The study of the Studies screen: its live state and the flag that stops it.
-        self.study: Any = None  # cnnprobe.studies.live.StudyState
-        self.study_cancel: Any = None  # threading.Event
+        self.study: StudyState | None = None
+        self.study_cancel: threading.Event | None = None
 
     # -- trainings
     def running_on(self, device: str) -> TrainJob | None:
@@ -98,13 +179,29 @@ class Scheduler:
         self.queue.clear()
         for job in [*self.active.values(), *self.sweeps.values()]:
             job.cancel.set()
-        if self.study_running:
-            self.study_cancel.set()
+        self.stop_study()
         return dropped
 
     @property
     def study_running(self) -> bool:
         return self.study is not None and not self.study.done
+
+    def start_study(self, plan: StudyPlan) -> tuple[StudyState, threading.Event]:
+        """The Studies screen's study: its live state and the flag that stops it. One at a
+        time: RuntimeError while one runs."""
+        from cnnprobe.studies.live import StudyState
+
+        if self.study_running:
+            raise RuntimeError(f"study {self.study.plan.name} is running")
+        self.study, self.study_cancel = StudyState(plan), threading.Event()
+        return self.study, self.study_cancel
+
+    def stop_study(self) -> bool:
+        """Stop the running study's trials at their next step; False when none runs."""
+        if not self.study_running or self.study_cancel is None:
+            return False
+        self.study_cancel.set()
+        return True
 
     @property
     def busy(self) -> bool:

@@ -23,10 +23,10 @@ from dataclasses import replace
 
 import torch
 
-from cnnprobe import step as engine_step
 from cnnprobe.config import TASK_NAMES, ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine import step as engine_step
+from cnnprobe.engine.train import train
 from cnnprobe.tasks import make_generator, make_task
-from cnnprobe.train import train
 
 from .results import Result, relative_difference, within
 from .training import Copy, differences, run_config, train_copies
@@ -218,7 +218,8 @@ def _cudagraph_skips() -> int:
 
 @contextmanager
 def compile_backend(name: str) -> Iterator[None]:
-    """train() compiles with `cnnprobe.step.COMPILE_BACKEND`: `name` instead, for the block."""
+    """train() compiles with `cnnprobe.engine.step.COMPILE_BACKEND`: `name` instead, for the
+    block."""
     saved = engine_step.COMPILE_BACKEND
     engine_step.COMPILE_BACKEND = name
     try:

@@ -1,5 +1,5 @@
-"""Speed of the real training path (`cnnprobe.train.train`), as functions of a device: samples/s
-of a model at a size and batch with each option, the TUI's cost while training
+"""Speed of the real training path (`cnnprobe.engine.train.train`), as functions of a device:
+samples/s of a model at a size and batch with each option, the TUI's cost while training
 (bench/bench_tui.py in a subprocess), and what the built-in studies' trials would take."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from cnnprobe.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.train import train
 from cnnprobe.events import EvaluationEvent, Finished, StepEvent
 from cnnprobe.studies.builtin import builtin_plan
-from cnnprobe.train import train
 
 from .results import Result
 

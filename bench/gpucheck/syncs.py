@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.step import TrainStep
+from cnnprobe.engine.train import LOSSES, make_optimizer, train
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
-from cnnprobe.step import TrainStep
 from cnnprobe.tasks import make_generator, make_task
-from cnnprobe.train import LOSSES, make_optimizer, train
 
 from .checks import compile_backend
 from .results import Result

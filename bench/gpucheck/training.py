@@ -1,6 +1,6 @@
 """Training copies of one run, side by side: the same initial weights and the same batches,
 each copy on its own device, precision or compile mode, through the trainer's own step
-(`cnnprobe.step.TrainStep`). What the checks compare and the compile measures time."""
+(`cnnprobe.engine.step.TrainStep`). What the checks compare and the compile measures time."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from cnnprobe.config import ModelConfig, RunConfig, TaskConfig, TrainConfig
+from cnnprobe.engine.step import COMPILE_BACKEND, TrainStep, wants_channels_last
+from cnnprobe.engine.train import LOSSES, fit_input_norm, make_optimizer
 from cnnprobe.models import build_model, validate_run
-from cnnprobe.step import COMPILE_BACKEND, TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed
-from cnnprobe.train import LOSSES, fit_input_norm, make_optimizer
 
 from .results import relative_difference
 

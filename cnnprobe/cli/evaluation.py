@@ -8,7 +8,7 @@ import argparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnprobe.cli.flags import add_weights_flags, first_given
+from cnnprobe.cli.flags import add_option_flags, first_given
 from cnnprobe.cli.tables import (
     RUN_REF_HELP,
     describe_table,
@@ -17,7 +17,6 @@ from cnnprobe.cli.tables import (
     print_json,
 )
 from cnnprobe.cli.training import first_ctrl_c_cancels
-from cnnprobe.config import REGIONS
 from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
@@ -119,16 +118,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                                    "metrics are kept with the run.")
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
-    p.add_argument("--height", type=int, help="image height (default: the run's)")
-    p.add_argument("--width", type=int, help="image width (default: the run's)")
-    p.add_argument("--distractors", type=int, metavar="K",
-                   help="extra objects in each image (default: the run's evaluation count)")
-    p.add_argument("--region", choices=REGIONS, default="train",
-                   help="where objects are placed; heldout needs a quadrant-split run")
+    add_option_flags(p, "eval", metavars={"distractors": "K"})
     p.add_argument("--by-label", type=int, nargs="?", const=10, default=0, metavar="BINS",
                    help="also show the error binned by label (default 10 bins)")
     p.add_argument("--no-save", action="store_true", help="do not keep the metrics with the run")
-    _eval_flags(p, n=1024)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", parents=[common],
@@ -136,18 +129,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                        description="Evaluate a stored run across resolutions or distractor "
                                    "counts; the table and every sample are kept with the run.")
     p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--kind", choices=("resolution", "distractors"), default="resolution",
-                   help="what to sweep (default: resolution)")
-    p.add_argument("--resolutions", type=parse_resolutions, metavar="LIST",
-                   help="sizes: 64,96,128 or start:stop:step (default: 64:254:10, the "
-                        "notebook's)")
-    p.add_argument("--max-distractors", type=int, default=8, metavar="K",
-                   help="distractor sweep: 0..K extra objects (default: 8)")
-    _eval_flags(p, n=512)
+    add_option_flags(p, "sweep", types={"resolutions": parse_resolutions},
+                     metavars={"resolutions": "LIST", "max_distractors": "K"})
     p.set_defaults(func=cmd_sweep)
 
-
-def _eval_flags(p: argparse.ArgumentParser, n: int) -> None:
-    p.add_argument("--n", type=int, default=n, help=f"samples per evaluation (default: {n})")
-    add_weights_flags(p)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

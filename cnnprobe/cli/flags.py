@@ -7,6 +7,7 @@ from typing import Any
 
 from cnnprobe.config import PRESETS, SECTIONS, RunConfig, Setting, apply_preset, settings
 from cnnprobe.measurement import DEFAULT_WEIGHTS, WEIGHTS
+from cnnprobe.options import PRECISE_BN_HELP, WHICH_HELP, option_settings
 
 
 def _flag(st: Setting) -> str:
@@ -45,12 +46,35 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 def add_weights_flags(p: argparse.ArgumentParser, *, precise_bn: bool = True) -> None:
     """--which (the same default everywhere) and, for evaluations, --precise-bn."""
     p.add_argument("--which", choices=WEIGHTS, default=DEFAULT_WEIGHTS,
-                   help="the last weights (those of the final metrics) or the best checkpoint "
-                        f"(lowest validation MAE) (default: {DEFAULT_WEIGHTS})")
+                   help=f"{WHICH_HELP} (default: {DEFAULT_WEIGHTS})")
     if precise_bn:
         p.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
-                       help="recalibrate BatchNorm statistics at these weights first "
-                            "(default: as the run was trained, on unless --no-precise-bn)")
+                       help=PRECISE_BN_HELP)
+
+
+def add_option_flags(p: argparse.ArgumentParser, command: str, *,
+                     types: dict[str, Any] | None = None, metavars: dict[str, str] | None = None,
+                     skip: tuple[str, ...] = ()) -> None:
+    """One flag for every option of a command on a stored run (`cnnprobe.options`: the help,
+    choices and defaults are defined once, on the dataclass fields). `types` parses a flag's
+    text its own way (--resolutions); a default of None is the run's, as the help says."""
+    types, metavars = types or {}, metavars or {}
+    for st in option_settings(command):
+        if st.name in skip:
+            continue
+        kw: dict[str, Any] = {"dest": st.name, "default": st.default}
+        base = st.kind.removeprefix("opt_")
+        if base == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = types.get(st.name, {"int": int, "float": float}.get(base, str))
+        if st.choices:
+            kw["choices"] = st.choices
+        elif "action" not in kw and st.name in metavars:
+            kw["metavar"] = metavars[st.name]
+        said = st.default is None or "(default:" in st.help_text
+        kw["help"] = st.help_text if said else f"{st.help_text} (default: {st.default})"
+        p.add_argument(st.flag, **kw)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

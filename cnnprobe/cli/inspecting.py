@@ -18,6 +18,7 @@ from cnnprobe.cli.tables import RUN_REF_HELP, literal, print_json, probes_table
 from cnnprobe.cli.training import first_ctrl_c_cancels
 from cnnprobe.config import ConfigError
 from cnnprobe.measurement import describe
+from cnnprobe.options import DEVICE_HELP
 from cnnprobe.report.formatting import num
 from cnnprobe.report.palettes import CMAPS, NORMALIZE, RESAMPLE
 from cnnprobe.store import RunStore
@@ -178,8 +179,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     what.add_argument("--height", type=int, help="image height (default: the run's)")
     what.add_argument("--width", type=int, help="image width (default: the run's)")
     add_weights_flags(what)
-    what.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
-                                                       "(default: auto)")
+    what.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     probe = p.add_argument_group("linear probes")
     probe.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
                        help="fit a linear probe per layer (default: on)")

@@ -299,7 +299,7 @@ def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore
 
 
 def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.studies.runner import stored_studies
+    from cnnprobe.studies.stored import stored_studies
 
     studies = stored_studies(store)
     if args.json:

@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from cnnprobe.cli.flags import add_config_flags, add_weights_flags, config_from_args, first_given
+from cnnprobe.cli.flags import add_config_flags, add_option_flags, config_from_args, first_given
 from cnnprobe.cli.tables import RUN_REF_HELP, literal, metrics_table, print_json
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
 from cnnprobe.measurement import best_of, describe
@@ -147,44 +147,52 @@ def train_with_progress(args: argparse.Namespace, console: Console, store: RunSt
 
 
 def cmd_train(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.models import validate_run
+    from cnnprobe.admission import admit
     from cnnprobe.runs import train_run
 
-    cfg = validate_run(config_from_args(args))  # a bad value stops here, before any bar
+    # Refused here, before any bar (a bad value, no fit, no device, too slow); train_run
+    # takes the admission as it is.
+    admitted = admit(config_from_args(args), allow_slow=args.allow_slow)
+    cfg = admitted.config
     return train_with_progress(
         args, console, store, f"{cfg.task.name}/{cfg.model.name}",
-        lambda cbs, cancel, created: train_run(store, cfg, cbs, cancel, name=args.name,
+        lambda cbs, cancel, created: train_run(store, admitted, cbs, cancel, name=args.name,
                                                tags=args.tag, note=args.note,
                                                on_created=created,
                                                allow_slow=args.allow_slow))
 
 
 def cmd_resume(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.options import resume_steps
     from cnnprobe.runs import resume_run
 
     run_id = store.resolve(args.run)
     rec = store.get(run_id)
 
+    steps = first_given(args.steps, resume_steps(rec.config, rec.steps_done, rec.status))
+
     def start(cbs: list, cancel: threading.Event, created: Callable[[str], None]) -> tuple:
         console.print(f"run [bold]{run_id}[/bold] ({literal(rec.name)}) resumes from its last "
-                      f"checkpoint for {args.steps} more steps", highlight=False)
-        return resume_run(store, run_id, args.steps, cbs, cancel, device=args.device,
+                      f"checkpoint for {steps} more steps", highlight=False)
+        return resume_run(store, run_id, steps, cbs, cancel, device=args.device,
                           allow_slow=args.allow_slow)
 
     return train_with_progress(args, console, store, f"{literal(rec.name)} (resumed)", start)
 
 
 def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) -> int:
+    from cnnprobe.options import finetune_plan
     from cnnprobe.runs import finetune_run
 
     run_id = store.resolve(args.run)
     rec = store.get(run_id)
-    height = first_given(args.height, args.resolution, rec.config.task.height)
-    width = first_given(args.width, args.resolution, rec.config.task.width)
+    height, width, steps = finetune_plan(
+        rec.config, height=first_given(args.height, args.resolution),
+        width=first_given(args.width, args.resolution), steps=args.steps)
     return train_with_progress(
         args, console, store, f"{literal(rec.name)} -> {height}x{width}",
         lambda cbs, cancel, created: finetune_run(
-            store, run_id, height=height, width=width, steps=args.steps, lr=args.lr,
+            store, run_id, height=height, width=width, steps=steps, lr=args.lr,
             callbacks=cbs, cancel=cancel, which=args.which, name=args.name, tags=args.tag,
             device=args.device, on_created=created, allow_slow=args.allow_slow))
 
@@ -202,8 +210,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                        description="Continue a run from its last checkpoint (optimizer and "
                                    "data stream included); the same record goes on.")
     p.add_argument("run", help=RUN_REF_HELP)
-    p.add_argument("--steps", type=int, required=True, help="how many more steps to train")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
+    add_option_flags(p, "resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--allow-slow", action="store_true",
                    help="start even when one training step would take minutes on the CPU "
@@ -217,12 +224,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                                    "parent. The optimizer starts fresh.")
     p.add_argument("run", help=RUN_REF_HELP)
     p.add_argument("--resolution", type=int, metavar="N", help="square images of N pixels")
-    p.add_argument("--height", type=int, help="image height (default: the run's)")
-    p.add_argument("--width", type=int, help="image width (default: the run's)")
-    p.add_argument("--steps", type=int, required=True, help="training steps of the new run")
-    p.add_argument("--lr", type=float, help="learning rate (default: the run's)")
-    add_weights_flags(p, precise_bn=False)
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
+    add_option_flags(p, "finetune")
     _run_flags(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -25,10 +25,10 @@ import pandas as pd
 from PIL import Image
 
 from cnnprobe.config import ConfigError
-from cnnprobe.inspect import Activation
 from cnnprobe.report.files import ExportError
 from cnnprobe.report.heatmap import NORMALIZE, apply_cmap, to_unit, value_range
 from cnnprobe.report.markdown import table
+from cnnprobe.results import Activation
 from cnnprobe.store.files import kind_of
 
 MAX_CHANNELS = 32

@@ -14,7 +14,7 @@ from typing import Any
 from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 from cnnprobe.studies.plan import StudyPlan
-from cnnprobe.studies.runner import metric_prefix, trial_metrics, trial_records
+from cnnprobe.studies.stored import metric_prefix, trial_metrics, trial_records
 from cnnprobe.studies.verdict import (
     Comparison,
     Learned,

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from cnnprobe.config import ConfigError, validate_task
+from cnnprobe.options import finetune_plan
 from cnnprobe.store import RunStore
 from cnnprobe.studies.plan import Trial
 
@@ -28,8 +29,6 @@ from cnnprobe.studies.plan import Trial
 # makes the cores the unit of parallelism: `--workers` as many as the cores.
 TRIAL_THREADS = 1
 SWEEP_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
-FINETUNE_FACTOR = 300 / 128  # the notebook's fine-tune: trained at 128, tuned at 300
-FINETUNE_SHARE = 3  # a fine-tune takes a third of the trial's steps
 EVAL_SAMPLES = 256
 
 
@@ -76,9 +75,7 @@ def _evaluate(store: RunStore, trial: Trial, run_id: str, evaluations: tuple[str
             evaluate_run(store, run_id, region="heldout", quadrant=cfg.task.heldout_quadrant,
                          n=cfg.train.val_size, device=device)
         elif what == "finetune":
-            h = round(cfg.task.height * FINETUNE_FACTOR)
-            w = round(cfg.task.width * FINETUNE_FACTOR)
-            steps = max(2, cfg.train.total_steps // FINETUNE_SHARE)
+            h, w, steps = finetune_plan(cfg)  # the fine-tune default (cnnprobe.options)
             child, result = finetune_run(
                 store, run_id, height=h, width=w, steps=steps, cancel=cancel, device=device,
                 name=f"{store.get(run_id).name}-ft{h}",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from cnnprobe.admission import admit
 from cnnprobe.config import ConfigError
-from cnnprobe.models import validate_run
+from cnnprobe.options import finetune_plan, option
 from tui.screens.form_dialog import FormDialog
-from tui.widgets.field import Field, text_input
+from tui.widgets.field import Field, option_field, text_input
 
 # Engine field names -> this dialog's fields, so the engine's error lands at the right row.
 FIELD_OF = {"task.height": "height", "task.width": "width", "task.height/width": "height",
@@ -30,13 +31,13 @@ class FinetuneScreen(FormDialog):
 
     def fields(self) -> list[Field]:
         cfg = self.record.config
-        size = min(4096, max(cfg.task.height, cfg.task.width) * 2)
-        steps = min(cfg.train.total_steps, 1000)
-        return [Field("height", "height px", text_input(size), "int"),
-                Field("width", "width px", text_input(size), "int"),
-                Field("steps", "steps", text_input(steps), "int"),
-                Field("lr", "learning rate", text_input("", f"{cfg.train.lr:g} (as trained)"),
-                      "opt_str")]
+        height, width, steps = finetune_plan(cfg)  # the one fine-tune default
+        lr = option("finetune", "lr")
+        return [option_field(option("finetune", "height"), height, "int"),
+                option_field(option("finetune", "width"), width, "int"),
+                option_field(option("finetune", "steps"), steps, "int"),
+                Field("lr", lr.label, text_input("", f"{cfg.train.lr:g} (as trained)"),
+                      "opt_str", help=lr.help_text)]
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
         lr = values.get("lr")
@@ -51,7 +52,7 @@ class FinetuneScreen(FormDialog):
                         train=replace(cfg.train, steps=values["steps"],
                                       lr=cfg.train.lr if lr is None else lr))
         try:
-            validate_run(trial)
+            admit(trial, upto="memory")
         except ConfigError as exc:
             raise ConfigError(FIELD_OF.get(exc.field, exc.field), exc.value, exc.allowed) from None
         return {**values, "lr": lr}

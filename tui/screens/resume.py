@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from cnnprobe.config import ConfigError
+from cnnprobe.options import option, resume_steps
 from tui.screens.form_dialog import FormDialog
-from tui.widgets.field import Field, text_input
+from tui.widgets.field import Field, option_field
 
 
 class ResumeScreen(FormDialog):
-    """Answers {"extra_steps"} for `resume_run`."""
+    """Answers {"steps"} for `resume_run`."""
 
     TITLE_TEXT = "Resume from the last checkpoint"
     OK_LABEL = "Resume"
@@ -22,11 +23,12 @@ class ResumeScreen(FormDialog):
         self.record = record
 
     def fields(self) -> list[Field]:
-        default = max(1, self.record.config.train.total_steps - self.record.steps_done) \
-            if self.record.status != "finished" else self.record.config.train.total_steps
-        return [Field("extra_steps", "more steps", text_input(default), "int")]
+        rec = self.record
+        return [option_field(option("resume", "steps"),
+                             resume_steps(rec.config, rec.steps_done, rec.status), "int")]
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
-        if values["extra_steps"] < 1:
-            raise ConfigError("extra_steps", values["extra_steps"], "an integer of at least 1")
+        steps = option("resume", "steps")
+        if values["steps"] < steps.bounds[0]:
+            raise ConfigError("steps", values["steps"], steps.allowed.removesuffix(", or unset"))
         return values

@@ -202,9 +202,7 @@ class StudiesScreen(Screen[None]):
             return
         self._confirmed = None
         self.say("")
-        state = StudyState(plan)
-        cancel = threading.Event()
-        app.lab.study, app.lab.study_cancel = state, cancel
+        state, cancel = app.lab.start_study(plan)
         self._drawn = self._reported = (-1, -1)
         workers = options.get("workers", 1)
         where = (f"on Ray ({options.get('address') or 'a local instance'})"
@@ -217,10 +215,9 @@ class StudiesScreen(Screen[None]):
         self.poll()
 
     def action_stop(self) -> None:
-        if not self.running:
+        if not self.app.lab.stop_study():
             self.notify("no study is running", timeout=3)
             return
-        self.app.lab.study_cancel.set()
         self.notify("stopping the study's trials at their next step…", timeout=4)
 
     def action_open_trial(self) -> None:
@@ -235,7 +232,7 @@ class StudiesScreen(Screen[None]):
             return
         self.app.pop_screen()
         self.app.refresh_runs(select=row.run_id)
-        self.app.view_run(row.run_id)
+        self.app.controller.view_run(row.run_id)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "study-trials":

@@ -6,8 +6,9 @@ from typing import Any
 
 from cnnprobe.config import DEFAULT_RESOLUTIONS, ConfigError
 from cnnprobe.models import MODELS
+from cnnprobe.options import SweepOptions, option
 from tui.screens.form_dialog import FormDialog
-from tui.widgets.field import Field, text_input
+from tui.widgets.field import Field, option_field, text_input
 
 
 def parse_resolutions(text: str) -> list[int]:
@@ -58,17 +59,17 @@ class SweepScreen(FormDialog):
         if self.kind == "resolution":
             spec = MODELS.get(cfg.model.name)
             min_size = spec.min_size(cfg.model) if spec else 1
-            first = Field("resolutions", "resolutions",
+            first = Field("resolutions", option("sweep", "resolutions").label,
                           text_input(default_resolutions(cfg.task.height, min_size)), "str",
                           help="square sizes: 64-254:10 or 16,24,32")
         else:
-            first = Field("max_distractors", "up to", text_input(8), "int",
-                          help="evaluate with 0, 1, ... this many distractors")
-        return [first, Field("n", "samples each", text_input(512), "int")]
+            first = option_field(option("sweep", "max_distractors"), SweepOptions.max_distractors)
+        return [first, option_field(option("sweep", "n"), SweepOptions.n)]
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
-        if values["n"] < 1:
-            raise ConfigError("n", values["n"], "an integer of at least 1")
+        n = option("sweep", "n")
+        if values["n"] < n.bounds[0]:
+            raise ConfigError("n", values["n"], n.allowed)
         if self.kind == "resolution":
             sizes = parse_resolutions(values["resolutions"])
             cfg = self.record.config
@@ -79,6 +80,7 @@ class SweepScreen(FormDialog):
                 raise ConfigError("resolutions", values["resolutions"],
                                   f"sizes from {need} to 4096 for {cfg.model.name}")
             return {"resolutions": sizes, "n": values["n"]}
-        if not 0 <= values["max_distractors"] <= 64:
-            raise ConfigError("max_distractors", values["max_distractors"], "from 0 to 64")
+        most = option("sweep", "max_distractors")
+        if not most.bounds[0] <= values["max_distractors"] <= most.bounds[1]:
+            raise ConfigError("max_distractors", values["max_distractors"], most.allowed)
         return values

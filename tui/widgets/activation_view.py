@@ -18,7 +18,7 @@ from textual.widget import Widget
 from cnnprobe.report.heatmap import render_activation
 
 if TYPE_CHECKING:
-    from cnnprobe.inspect import Activation
+    from cnnprobe.results import Activation
 
 MIN_TILE_WIDTH = 8  # below this a tile's title ("12 -0.3..1.2") is cut to nothing
 MAX_COLUMNS = 16

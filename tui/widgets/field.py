@@ -99,6 +99,12 @@ def choice(values: tuple[str, ...] | list[str] | list[tuple[str, str]], value: s
     return Select(opts, value=value, allow_blank=False, compact=True, id=id)
 
 
+def option_field(st: Setting, value: Any, kind: str = "") -> Field:
+    """A dialog's row for one command option (cnnprobe.options): its label and help from
+    the option's single definition, keyed by its bare name (what the dialog answers)."""
+    return Field(st.name, st.label, text_input(value), kind or st.kind, help=st.help_text)
+
+
 def setting_field(st: Setting, value: Any, *, choices: list[str] | None = None) -> Field:
     """The form row of one config setting, from its single definition (config.setting):
     label, help, choices or checkbox text, placeholder. `choices` overrides the setting's

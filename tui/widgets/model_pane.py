@@ -25,14 +25,11 @@ def short_count(n: int) -> str:
 def device_choices(engine_ready: bool = True) -> list[str]:
     """The devices this machine has. Before the engine has loaded only auto and cpu (asking
     CUDA needs torch); the app fills in the CUDA devices when it has (set_devices)."""
-    names = ["auto", "cpu"]
     if not engine_ready:
-        return names
-    import torch
+        return ["auto", "cpu"]
+    from cnnprobe.admission import device_names
 
-    if torch.cuda.is_available():
-        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return names
+    return device_names()
 
 
 class ModelPane(FormPane):

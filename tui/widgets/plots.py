@@ -19,7 +19,7 @@ from textual_plotext import PlotextPlot
 
 from cnnprobe.measurement import describe_short
 from cnnprobe.shown import shown
-from cnnprobe.store.records import default_name
+from cnnprobe.store.records import SWEEP_KINDS, default_name
 from tui.run_view import RunView, mae_curve, validation_curve
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
@@ -318,7 +318,7 @@ class SweepPlot(RunPlot):
 
     def draw(self, view: RunView) -> None:
         self._series = 0
-        sweeps = [(kind, view.sweeps[kind]) for kind in ("resolution", "distractors")
+        sweeps = [(kind, view.sweeps[kind]) for kind in SWEEP_KINDS
                   if view.sweeps.get(kind) is not None and len(view.sweeps[kind])]
         if not sweeps:
             self.title(f"{view.label}: no sweeps yet; s: resolution sweep, "

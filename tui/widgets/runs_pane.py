@@ -26,6 +26,7 @@ from cnnprobe.store.query import (
     searchable,
     sort_runs,
 )
+from tui.scheduler import Marks
 from tui.widgets.runs_table import Cell, Column, RunsTable
 
 STATUS_STYLE = {"running": "bold cyan", "finished": "green", "failed": "bold red",
@@ -106,12 +107,12 @@ class RunsPane(Vertical):
             super().__init__()
             self.run_id = run_id
 
-    def __init__(self, **kw) -> None:
+    def __init__(self, marks: Marks | None = None, **kw) -> None:
         super().__init__(**kw)
         self.records: list = []  # every run, as the store lists them (newest first)
         self.shown: list = []  # the rows of the table: filtered and sorted
-        self.marked: list[str] = []
-        self.baseline: str | None = None
+        # What is marked and the baseline: the lab's policy (tui.scheduler.Marks), shown here.
+        self.marks = marks if marks is not None else Marks()
         self.query_text = ""
         self.sort: tuple[str, bool] = DEFAULT_SORT
         self._by_id: dict[str, object] = {}
@@ -151,10 +152,17 @@ class RunsPane(Vertical):
         return table.row_key(table.cursor_row)
 
     @property
+    def marked(self) -> list[str]:
+        return self.marks.marked
+
+    @property
+    def baseline(self) -> str | None:
+        return self.marks.baseline
+
+    @property
     def compared(self) -> list[str]:
         """The runs the Compare tab draws: the baseline first, then the marked ones."""
-        rest = [m for m in self.marked if m != self.baseline]
-        return ([self.baseline] if self.baseline else []) + rest
+        return self.marks.compared
 
     # -- data
     def set_records(self, records: Iterable) -> bool:
@@ -331,24 +339,10 @@ class RunsPane(Vertical):
             self._displayed[run_id] = self._rows[run_id]
             self.table.update_row(run_id, self._rows[run_id])
 
-    def toggle_mark(self, run_id: str) -> bool:
-        """Mark or unmark a run for Compare; True when it is now marked."""
-        if run_id in self.marked:
-            self.marked.remove(run_id)
-            marked = False
-        else:
-            self.marked.append(run_id)
-            marked = True
-        self._refresh_mark(run_id)
-        return marked
-
-    def toggle_baseline(self, run_id: str) -> bool:
-        """Pin a run as the Compare baseline (unpinning another), or unpin it; True when
-        it is now the baseline."""
-        old, self.baseline = self.baseline, None if self.baseline == run_id else run_id
-        for changed in {old, run_id} - {None}:
-            self._refresh_mark(changed)
-        return self.baseline == run_id
+    def show_marks(self, *run_ids: str | None) -> None:
+        """Redraw the mark cell of these runs (their marks changed in `self.marks`)."""
+        for run_id in dict.fromkeys(r for r in run_ids if r):
+            self._refresh_mark(run_id)
 
     # -- filter
     def open_filter(self) -> None:

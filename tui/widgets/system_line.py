@@ -1,6 +1,6 @@
 """The machine, in one line above the progress line: each GPU's load, memory, temperature
 and power, this process's CPU and memory, the host's CPU and RAM, and while a run trains on
-a GPU, its own memory (allocated / peak). See `cnnprobe.system`.
+a GPU, its own memory (allocated / peak). See `tui.system`.
 
 Sampled once a second on the UI thread (a few reads of /proc and NVML, about a millisecond),
 and the Static is updated only when the text changed: no layout pass, so the training
@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from cnnprobe.system import SEP, SystemSampler, SystemSnapshot, format_line, run_memory
+from tui.system import SEP, SystemSampler, SystemSnapshot, format_line, run_memory
 
 INTERVAL_S = 1.0
 

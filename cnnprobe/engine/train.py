@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from cnnprobe.config import RunConfig
-from cnnprobe.device import device_name, training_device
+from cnnprobe.engine.device import device_name, training_device
+from cnnprobe.engine.evaluate import Evaluation, evaluation_state, predict
+from cnnprobe.engine.step import TrainStep, wants_channels_last
 from cnnprobe.errors import first_line
-from cnnprobe.evaluate import Evaluation, evaluation_state, predict
 from cnnprobe.events import (
     Callback,
     Cancelled,
@@ -28,7 +29,6 @@ from cnnprobe.events import (
 )
 from cnnprobe.metrics import mean_guess_mae, steps_to_r2
 from cnnprobe.models import InputNorm, build_model, count_parameters, validate_run
-from cnnprobe.step import TrainStep, wants_channels_last
 from cnnprobe.tasks import make_generator, make_task, stream_seed
 
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}

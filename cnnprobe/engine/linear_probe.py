@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cnnprobe.config import TaskConfig, require_int
-from cnnprobe.inspect import (
+from cnnprobe.engine.inspect import (
     INPUT,
     check_layers,
     check_size,

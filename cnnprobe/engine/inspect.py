@@ -17,9 +17,8 @@ as two extra layers, `preconv1` (or `preconv`) and `features`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.mobilenetv3 import InvertedResidual
@@ -27,9 +26,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import Conv2dNormActivation
 
 from cnnprobe.config import ConfigError, RunConfig, TaskConfig
-from cnnprobe.evaluate import DRAW_CHUNK
+from cnnprobe.engine.evaluate import DRAW_CHUNK
 from cnnprobe.models.head import InputNorm
 from cnnprobe.models.seednet import CoordMLP, SeedNet
+from cnnprobe.results import Activation
 from cnnprobe.tasks import Batch, make_generator, make_task
 
 CONVS = (nn.Conv2d,)
@@ -40,28 +40,6 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.ELU, nn.Hardswish, nn.SiLU, nn.GELU, nn.Lea
 MAP_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
 INPUT = "input"
 FRESH_STREAM = "inspect"  # the stream a fresh draw comes from (seeded by `seed`)
-
-
-@dataclass
-class Activation:
-    """One layer's output for a batch: (B, C, H, W) maps or (B, F) vectors, CPU float32.
-
-    A map of 1x1 pixels (a global pool) counts as a vector of its channels.
-    """
-
-    name: str
-    kind: str  # "map" or "vector"
-    module: str  # class name of the layer ("Conv2d", "BasicBlock", "input", ...)
-    tensor: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of one sample: (C, H, W) or (F,)."""
-        return tuple(self.tensor.shape[1:])
-
-    def sample(self, i: int = 0) -> np.ndarray:
-        """Sample i of the batch: (C, H, W) or (F,)."""
-        return self.tensor[i]
 
 
 def as_batch_array(out: torch.Tensor) -> tuple[str, torch.Tensor]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -18,32 +17,11 @@ from torch.optim.swa_utils import update_bn
 from cnnprobe.config import DEFAULT_RESOLUTIONS, ConfigError, RunConfig, TaskConfig  # noqa: F401 - re-exported
 from cnnprobe.measurement import measured
 from cnnprobe.metrics import compute_metrics, error_by_label  # noqa: F401 - re-exported
+from cnnprobe.results import Evaluation, Sweep
 from cnnprobe.tasks import make_generator, make_task
 
 # The notebook's sweep: range(64, 256, 10), i.e. 64, 74, ..., 254.
 DRAW_CHUNK = 256
-
-
-@dataclass
-class Evaluation:
-    """Per-sample results of one evaluation and the metrics over them."""
-
-    predictions: np.ndarray
-    labels: np.ndarray
-    metrics: dict[str, float]
-    # How the numbers were made (measurement.measured): weights, BatchNorm, normalisation.
-    measured: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> np.ndarray:
-        return np.abs(self.predictions - self.labels)
-
-    def describe(self) -> pd.DataFrame:
-        """pandas describe() of the predictions, as the notebook printed it."""
-        return pd.DataFrame({"prediction": self.predictions}).describe()
-
-    def error_by_label(self, bins: int = 20) -> pd.DataFrame:
-        return error_by_label(self.labels, self.errors, bins)
 
 
 def autocast_for(device: torch.device, amp: bool = True):
@@ -158,16 +136,6 @@ def predict(model: torch.nn.Module, task_cfg: TaskConfig, n: int, *, seed: int,
     p = torch.cat(preds).cpu().numpy()
     y = torch.cat(labels).cpu().numpy()
     return Evaluation(p, y, compute_metrics(p, y, task_cfg.name))
-
-
-@dataclass
-class Sweep:
-    """One row of metrics per swept value, plus every sample behind them."""
-
-    table: pd.DataFrame
-    samples: pd.DataFrame
-    cancelled: bool = False  # stopped early: the rows so far only
-    measured: dict[str, Any] = field(default_factory=dict)  # see Evaluation.measured
 
 
 def _sweep(model: torch.nn.Module, key: str, values: Iterable, configs: Iterable[TaskConfig],

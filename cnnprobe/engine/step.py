@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnprobe.evaluate import autocast_for
+from cnnprobe.engine.evaluate import autocast_for
 
 # torch.compile's own default. bench/gpu_check.py's CPU half swaps in "aot_eager" for the
 # length of its checks: it traces and differentiates the same graph in seconds, where
