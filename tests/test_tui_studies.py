@@ -68,7 +68,9 @@ async def test_start_a_smoke_study_watch_it_finish_and_open_a_trial(store_dir):
         assert first[0] == "distractors=0" and first[1] == "2 finished" and first[2] == "no (0/2)"
         assert "(2)" in first[3]
         verdict = str(screen.query_one("#study-verdict", Static).render())
-        assert verdict.startswith("verdict: no variant learned") and "distractors=3" in verdict
+        lines = verdict.splitlines()
+        assert lines[0].startswith("final metrics measured with: last weights (step 4)")
+        assert lines[-1].startswith("verdict: no variant learned") and "distractors=3" in verdict
         with RunStore(store_dir) as store:
             stored = trial_records(store, "distractors")
         assert len(stored) == 4 and {r.status for r in stored.values()} == {"finished"}
