@@ -715,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_app(app: CnnprobeApp) -> int:
     """Run the lab; its exit status. Stopped by SIGTERM or SIGHUP, it says so on the
     terminal (when one is left) and exits with 128 + the signal."""
+    app.controller.hard_exit = True
     app.run()
     if app.controller.stop_signal:
         try:

@@ -67,6 +67,10 @@ class LabController:
         self._plotted_at = 0.0
         self._warned: set[str] = set()
         self.stop_signal: int | None = None  # SIGTERM or SIGHUP, once one has come
+        # Set by run_app (the real process, not a Pilot test): after a stop by a signal the
+        # process is ended once the work is stored, however the UI or the interpreter's
+        # shutdown fares (a hung-up terminal can leave Textual's driver waiting).
+        self.hard_exit = False
         self.stopped_runs: list[str] = []  # the runs training when it came
         self._signal_handlers: dict[int, Any] = {}  # signal -> the handler it had
         self._lab_closed = threading.Event()  # set when the app has unmounted
@@ -676,8 +680,13 @@ class LabController:
 
     def _exit_guard(self, workers: list[Worker]) -> None:
         while not all(w.is_finished for w in workers):
-            if self._lab_closed.wait(0.2):
+            if self._lab_closed.wait(0.2) and not self.hard_exit:
                 return
+        if self.hard_exit:
+            # The work is stored. A healthy process has exited long before this daemon
+            # thread wakes; one whose UI or shutdown hangs is ended with the same status.
+            time.sleep(EXIT_GUARD_S)
+            os._exit(self.quit_code())
         if not self._lab_closed.wait(EXIT_GUARD_S):
             os._exit(self.quit_code())  # the work is stored; the UI could not close
 
