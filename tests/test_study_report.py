@@ -178,6 +178,28 @@ def test_a_bad_study_export_is_one_line(tmp_path, monkeypatch, capsys, argv, cod
     assert not (tmp_path / "exports").exists()
 
 
+@pytest.mark.parametrize("argv,code,words", [
+    # No --scale: the only scale stored is shown, and said so.
+    (["study", "show", "resolution", "--no-plots"], 0,
+     "no trials at the default --scale cpu; showing its only stored scale, smoke (12"),
+    # A scale asked for that the store does not hold: the one that it does, and the flag.
+    (["study", "show", "resolution", "--scale", "cpu"], 1,
+     "no trials at --scale cpu; the store holds it at smoke (12 trials): pass --scale smoke"),
+    (["study", "export", "resolution", "--scale", "full"], 1,
+     "no trials at --scale full; the store holds it at smoke (12 trials): pass --scale "
+     "smoke"),
+])
+def test_study_show_names_the_scale_the_store_holds(study, tmp_path, monkeypatch, capsys,
+                                                    argv, code, words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--store", str(study), *argv]) == code
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    if code == 0:
+        assert "trials not run yet" not in captured.out and "none yet" not in captured.out
+
+
 def test_a_bad_export_format_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["study", "export", "pooling", "--format", "pdf"])

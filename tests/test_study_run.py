@@ -121,7 +121,9 @@ def test_study_list_and_rm(tmp_path, capsys):
     unrelated = len(store.list_runs())
     assert main(["--store", root, "study", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"study": "distractors", "trials": {"finished": 2}}]
+        {"study": "distractors", "trials": {"finished": 2}, "scales": {"smoke": 2}}]
+    assert main(["--store", root, "study", "list"]) == 0  # which --scale shows it
+    assert "│ distractors │ smoke │" in capsys.readouterr().out
     assert main(["--store", root, "study", "rm", "distractors"]) == 1  # no terminal, no --yes
     assert "pass --yes" in capsys.readouterr().err
     assert len(store.list_runs()) == unrelated

@@ -198,6 +198,31 @@ def _command(args: argparse.Namespace, plan) -> str:
     return f"cnnprobe study run {plan.name} --scale {args.scale} --seeds {len(plan.seeds)}"
 
 
+def _pick_scale(args: argparse.Namespace, store: RunStore) -> None:
+    """`--scale` of a built-in study when not given: cpu, unless the store holds the study
+    at one other scale only (then that one, said in a line). A scale asked for without any
+    trials while the store holds others: one line naming them and the flag to pass."""
+    from cnnprobe.studies.stored import study_scales
+
+    given = args.scale is not None
+    args.scale = args.scale or "cpu"
+    if args.study.endswith(".toml"):
+        return
+    scales = study_scales(store, args.study)
+    if not scales or args.scale in scales:
+        return
+    held = ", ".join(f"{s} ({n} trials)" for s, n in scales.items())
+    if not given and len(scales) == 1:
+        args.scale = next(iter(scales))
+        warn(f"study {args.study} has no trials at the default --scale cpu; showing its "
+             f"only stored scale, {args.scale} ({scales[args.scale]} trials)")
+        return
+    how = " or ".join(f"--scale {s}" for s in scales)
+    raise StoreError(f"study {args.study} has no trials at --scale {args.scale}"
+                     f"{'' if given else ' (the default)'}; the store holds it at {held}: "
+                     f"pass {how}")
+
+
 def _report(args: argparse.Namespace, store: RunStore):
     from cnnprobe.studies.report import study_report
 
@@ -220,6 +245,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         sweep_table_rows,
     )
 
+    _pick_scale(args, store)
     report = _report(args, store)
     data = report.as_dict()
     if args.json:
@@ -285,6 +311,7 @@ def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore
     from cnnprobe.report.formatting import slug
     from cnnprobe.report.study import export_study
 
+    _pick_scale(args, store)
     report = _report(args, store)
     stem = f"study-{slug(report.name)}" + ("" if args.study.endswith(".toml") else
                                            f"-{args.scale}")
@@ -299,11 +326,13 @@ def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore
 
 
 def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.studies.stored import stored_studies
+    from cnnprobe.studies.stored import stored_studies, study_scales
 
     studies = stored_studies(store)
+    scales = {s: study_scales(store, s) for s in studies}
     if args.json:
-        print_json([{"study": s, "trials": counts} for s, counts in studies.items()])
+        print_json([{"study": s, "trials": counts, "scales": scales[s]}
+                    for s, counts in studies.items()])
         return 0
     if not studies:
         console.print("no studies in this store: `cnnprobe study run pooling --scale smoke` "
@@ -311,10 +340,12 @@ def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) 
         return 0
     table = Table(title=f"studies in {store.root}")
     table.add_column("study")
+    table.add_column("scale")
     table.add_column("trials", justify="right")
     table.add_column("by status")
     for name, counts in studies.items():
-        table.add_row(literal(name), str(sum(counts.values())),
+        table.add_row(literal(name), ", ".join(scales[name]) or "-",
+                      str(sum(counts.values())),
                       literal(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     console.print(table)
     return 0
@@ -350,8 +381,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                               "write the report to a file (md, json or csv)")):
         v = verbs.add_parser(verb, parents=[common], help=text, description=text)
         v.add_argument("study", help=PLAN_HELP)
-        v.add_argument("--scale", choices=("smoke", "cpu", "full"), default="cpu",
-                       help="a built-in study's scale (default: cpu)")
+        v.add_argument("--scale", choices=("smoke", "cpu", "full"),
+                       default="cpu" if verb == "run" else None,
+                       help="a built-in study's scale (default: cpu" + (
+                           ")" if verb == "run" else ", or the only scale the store "
+                           "holds the study at)"))
         v.add_argument("--seeds", type=int, help="seeds per variant (default: the plan's)")
         if verb == "run":
             v.add_argument("--retry-failed", action="store_true",
