@@ -105,6 +105,25 @@ def test_show_prints_sweep_tables_and_plots(study, capsys):
     assert data["sweep_metrics"] == {"resolution": "mae", "distractors": "mae"}
 
 
+@pytest.mark.parametrize("columns", [80, 250])
+def test_show_names_every_variant_whole_with_the_mean_guess(study, monkeypatch, capsys,
+                                                            columns):
+    """Labels cut to `seednet-p…` cannot be told apart: at 80 columns each variant gets a
+    short key named once above the tables; mean_guess_mae (the README promises it) is a
+    column."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["--store", str(study), *SHOW, "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for label in study_report(RunStore(study), _plan()).runs:
+        whole = [line for line in lines if line.endswith(f"  {label}")] if columns == 80 \
+            else [line for line in lines if line.startswith(f"│ {label} ")]
+        assert whole, label
+    assert not any("…" in line.split("│")[1] for line in lines if line.startswith("│"))
+    assert ("variants:" in out) == (columns == 80)
+    assert ("mean_guess_mae" if columns == 250 else "mean_gu") in out
+
+
 def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     out = tmp_path / "out"
     report = study_report(RunStore(study), _plan(),

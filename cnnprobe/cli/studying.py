@@ -258,40 +258,58 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
     metrics = list(dict.fromkeys(metrics))
-    table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
-    table.add_column("variant")
-    table.add_column("trials")
-    table.add_column("learned")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for label, v in data["variants"].items():
-        status = ", ".join(f"{n} {s}" for s, n in sorted(v["statuses"].items()))
-        cells = []
-        for m in metrics:
-            s = v["metrics"].get(m)
-            cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
-        table.add_row(literal(label), literal(status) or "none yet", learned_cell(v), *cells,
-                      end_section=len(metrics) > 0)
-    console.print(table)
-    for kind in sweep_kinds(data):
-        header, rows = sweep_table_rows(data, kind)
-        sweep = Table(title=f"{kind} sweep: {data['sweep_metrics'][kind]}, mean ± SD (n)")
-        sweep.add_column("variant")
-        for h in header[1:]:
-            sweep.add_column(h, justify="right")
-        for row in rows:
-            sweep.add_row(*(literal(cell) for cell in row))
-        console.print(sweep)
-    settings = evaluation_settings(data)
-    if settings:
-        ev = Table(title="re-evaluations: mae, mean ± SD (n)")
-        ev.add_column("variant")
-        for setting in settings:
-            ev.add_column(setting, justify="right")
+
+    def tables(name, keyed: int | None = None) -> list[Table]:
+        """The report's tables, variants named by `name`; `keyed`: the keys' width."""
+        table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
+        table.add_column("variant", width=keyed)
+        table.add_column("trials")
+        table.add_column("learned")
+        for m in metrics:  # a long metric's name folds rather than loses its end
+            table.add_column(m, justify="right", overflow="fold")
         for label, v in data["variants"].items():
-            ev.add_row(literal(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
-                                for s in settings))
-        console.print(ev)
+            status = ", ".join(f"{n} {s}" for s, n in sorted(v["statuses"].items()))
+            cells = []
+            for m in metrics:
+                s = v["metrics"].get(m)
+                cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
+            table.add_row(name(label), literal(status) or "none yet", learned_cell(v),
+                          *cells, end_section=len(metrics) > 0)
+        out = [table]
+        for kind in sweep_kinds(data):
+            header, rows = sweep_table_rows(data, kind)
+            sweep = Table(title=f"{kind} sweep: {data['sweep_metrics'][kind]}, mean ± SD (n)")
+            sweep.add_column("variant", width=keyed)
+            for h in header[1:]:
+                sweep.add_column(h, justify="right")
+            for row in rows:
+                sweep.add_row(name(row[0]), *(literal(cell) for cell in row[1:]))
+            out.append(sweep)
+        settings = evaluation_settings(data)
+        if settings:
+            ev = Table(title="re-evaluations: mae, mean ± SD (n)")
+            ev.add_column("variant", width=keyed)
+            for setting in settings:
+                ev.add_column(setting, justify="right")
+            for label, v in data["variants"].items():
+                ev.add_row(name(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
+                                          for s in settings))
+            out.append(ev)
+        return out
+
+    shown_tables = tables(literal)
+    wide = console.options.update_width(10_000)
+    if any(console.measure(t, options=wide).maximum > console.width for t in shown_tables):
+        # Labels cut to `name=dist…` cannot be told apart: a short key each, named once.
+        keys = {label: f"v{i}" for i, label in enumerate(data["variants"], 1)}
+        console.print("variants:", highlight=False)
+        for label, key in keys.items():
+            console.print(f"  {key:>{len(str(len(keys))) + 1}}  {shown(label)}",
+                          highlight=False, markup=False, soft_wrap=True)
+        shown_tables = tables(lambda label: keys.get(label, literal(label)),
+                              keyed=max(len("variant"), *map(len, keys.values())))
+    for table in shown_tables:
+        console.print(table)
     if report.missing:
         console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
                       highlight=False, markup=False)

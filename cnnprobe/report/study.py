@@ -29,7 +29,8 @@ from cnnprobe.shown import shown
 
 FORMATS = ("md", "json", "csv")
 # `study show`'s columns (beside the study's own metric)
-SHOWN_METRICS = ("mae", "rmse", "r2", "accuracy", "heldout_mae", "heldout_r2")
+SHOWN_METRICS = ("mae", "mean_guess_mae", "rmse", "r2", "accuracy", "heldout_mae",
+                 "heldout_mean_guess_mae", "heldout_r2")
 CSV_COLUMNS = ("variant", "kind", "point", "metric", "mean", "std", "n", "ci_low", "ci_high")
 MARKERS = "●■▲◆✚✖★◉▼◇"  # one per variant on a sweep plot (plotext draws no colour here)
 LABEL_WIDTH = 44  # longer variant labels in the error-bar plot lose their middle
