@@ -297,6 +297,22 @@ async def test_finetune_dialog_marks_a_bad_size_at_the_field(store_dir):
         assert len(records(store_dir)) == 1
 
 
+@pytest.mark.parametrize("key,words", [
+    ("s", "at its last weights (those of its final metrics)"),  # it said "best checkpoint"
+    ("f", "starts from {id}'s last weights (those of its final metrics)"),
+])
+async def test_sweep_and_finetune_dialogs_say_which_weights(store_dir, key, words):
+    run_id = stored_run(store_dir)
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", key)
+        await pilot.pause()
+        body = app.screen.body  # the dialog's text above its fields
+        assert words.format(id=run_id[:8]) in body and "best" not in body
+        await pilot.press("escape")
+
+
 async def test_delete_asks_first_and_escape_keeps_the_run(store_dir):
     run_id = stored_run(store_dir)
     app = CnnprobeApp(store_dir, watch_store=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cnnprobe.config import DEFAULT_RESOLUTIONS, ConfigError
+from cnnprobe.measurement import DEFAULT_WEIGHTS, WEIGHT_WORDS
 from cnnprobe.models import MODELS
 from cnnprobe.options import SweepOptions, option
 from tui.screens.form_dialog import FormDialog
@@ -52,7 +53,8 @@ class SweepScreen(FormDialog):
         cfg = record.config
         super().__init__(f"{record.id[:8]} ({record.task}/{record.model}, trained at "
                          f"{record.resolution} with {cfg.task.distractors} distractors), "
-                         "best checkpoint. The result is saved with the run.")
+                         f"at {WEIGHT_WORDS[DEFAULT_WEIGHTS]}. The result is saved with "
+                         "the run.")
 
     def fields(self) -> list[Field]:
         cfg = self.record.config
