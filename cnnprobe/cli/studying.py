@@ -121,11 +121,10 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
             done[0] += 1
             bar.update(task, trials=f"{done[0]}/{len(trials)} trials")
             if not args.json and what != "kept":
-                mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
-                    else "-"
+                value = _trial_metric(store, rec, plan.metric)
+                number = f" ({plan.metric} {num(value)})" if value is not None else ""
                 console.print(f"[{done[0]}/{len(trials)}] {shown(trial.variant)} seed "
-                              f"{trial.seed}: {what} ({plan.metric} {mae})", highlight=False,
-                              markup=False)
+                              f"{trial.seed}: {what}{number}", highlight=False, markup=False)
 
         def on_step(trial, step: int, total: int) -> None:
             steps[trial.key] = step
@@ -160,6 +159,18 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
         if line:
             console.print(line, highlight=False, markup=False)
     return exit_code(cancel.signum or signal.SIGINT) if progress.cancelled else 0
+
+
+def _trial_metric(store: RunStore, rec, metric: str) -> float | None:
+    """The study's metric of a finished trial, derived ones (resolution_ratio) included;
+    None when it has none (failed, stopped, or the number could not be made)."""
+    from cnnprobe.studies.stored import trial_metrics
+
+    if rec is None or rec.status != "finished":
+        return None
+    if rec.metrics and metric in rec.metrics:
+        return rec.metrics[metric]
+    return trial_metrics(store, rec, []).get(metric)
 
 
 def _confirm_size(args: argparse.Namespace, console: Console, store: RunStore, plan) -> bool:
