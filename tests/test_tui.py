@@ -313,6 +313,19 @@ async def test_sweep_and_finetune_dialogs_say_which_weights(store_dir, key, word
         await pilot.press("escape")
 
 
+@pytest.mark.parametrize("key,words", [
+    ("b", "select a run in Runs (4) to pin it as the Compare baseline"),  # "... baseline it"
+    ("s", "select a run in Runs (4) to sweep it"),
+])
+async def test_a_key_without_a_selected_run_says_what_to_do(store_dir, key, words):
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", key)
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == [words]
+
+
 async def test_delete_asks_first_and_escape_keeps_the_run(store_dir):
     run_id = stored_run(store_dir)
     app = CnnprobeApp(store_dir, watch_store=False)
