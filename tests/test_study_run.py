@@ -121,7 +121,9 @@ def test_each_trial_line_gives_the_study_s_metric_or_nothing(tmp_path, capsys):
     root = str(tmp_path / "store")
     assert main(["--store", root, "study", "run", "position", "--scale", "smoke", "--seeds",
                  "1"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if " seed 0: " in line]
+    out = capsys.readouterr().out
+    assert "study position: 6 variants × 1 seed = 6 trials" in out  # not "1 seeds"
+    lines = [line for line in out.splitlines() if " seed 0: " in line]
     assert len(lines) == 6 and all(" -)" not in line for line in lines)
     assert all(line.startswith(f"[{i}/6]") and "finished (heldout_mae " in line
                for i, line in enumerate(lines, 1)), lines

@@ -16,7 +16,7 @@ from cnnprobe.cli.records import confirm_delete
 from cnnprobe.cli.tables import literal, print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels, stopped_line
 from cnnprobe.config import ConfigError
-from cnnprobe.report.formatting import num
+from cnnprobe.report.formatting import counted, num
 from cnnprobe.shown import shown
 from cnnprobe.stopping import exit_code
 from cnnprobe.store import RunStore, StoreError
@@ -82,8 +82,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     plan = _plan(args)  # a bad plan stops here, before anything is stored
     trials = plan.trials()
     if not args.json:
-        console.print(f"study [bold]{literal(plan.name)}[/bold]: {len(plan.variants)} "
-                      f"variants × {len(plan.seeds)} seeds = {len(trials)} trials "
+        console.print(f"study [bold]{literal(plan.name)}[/bold]: "
+                      f"{counted(len(plan.variants), 'variant')} × "
+                      f"{counted(len(plan.seeds), 'seed')} = {counted(len(trials), 'trial')} "
                       f"({literal(plan.source)})",
                       highlight=False)
     if not _confirm_size(args, console, store, plan):
