@@ -230,6 +230,23 @@ async def test_resolution_sweep_draws_one_point_per_resolution(store_dir):
         assert f"resolution sweep of {run_id[:8]}: 3 points" in app.log_pane.text()
 
 
+async def test_sweep_dialog_reads_sizes_as_the_cli_does(store_dir):
+    """One syntax for a resolution list: the dialog offered and read 64-254:10 while the
+    CLI reads 64:254:10; now both read start:stop:step."""
+    run_id = stored_run(store_dir)
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", "s")
+        await pilot.pause()
+        default = app.screen.query_one("#f-resolutions", Field).query_one(Input).value
+        assert default == "16:64:4"  # half to twice the 32 px it was trained at
+        await pilot.press("ctrl+u", *"16:32:8", "tab", "ctrl+u", *"32", "enter")
+        await settle(app, pilot)
+        with RunStore(store_dir) as store:
+            assert store.sweep(run_id, "resolution").table["resolution"].tolist() == [16, 24, 32]
+
+
 async def test_distractor_sweep_and_errors_plot(store_dir):
     run_id = stored_run(store_dir)
     app = CnnprobeApp(store_dir, watch_store=False)
