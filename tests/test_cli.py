@@ -492,3 +492,19 @@ def test_the_damaged_checkpoint_hints_work_when_followed(root, capsys):
     code, out, err = run(capsys, root, "eval", rid)
     assert code == 1 and err.strip().endswith("--which best")
     assert run(capsys, root, "eval", rid, "--which", "best")[0] == 0
+
+
+@pytest.mark.parametrize("command", ["train", "resume", "finetune"])
+def test_allow_slow_help_gives_the_step_time_the_readme_gives(command, capsys):
+    """--help said a step "would take minutes", the README "over 30 s": one number."""
+    from pathlib import Path
+
+    from cnnprobe.admission import SLOW_STEP_S
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    words = f"would take over {SLOW_STEP_S:.0f} s on the CPU"
+    assert words in text
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"would take over {SLOW_STEP_S:.0f} s on the CPU" in readme
