@@ -508,3 +508,13 @@ def test_allow_slow_help_gives_the_step_time_the_readme_gives(command, capsys):
     assert words in text
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert f"would take over {SLOW_STEP_S:.0f} s on the CPU" in readme
+
+
+def test_progress_lines_do_not_name_the_source_line(tmp_path, capsys):
+    """The device and validation lines ended in `training.py:71`, where they were logged."""
+    assert main(["--store", str(tmp_path), "train", "--steps", "2", "--resolution", "16",
+                 "--batch-size", "4", "--val-size", "8", "--eval-every", "1",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "val MAE" in out and "device cpu" in out
+    assert ".py:" not in out, out
