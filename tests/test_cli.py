@@ -518,3 +518,25 @@ def test_progress_lines_do_not_name_the_source_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "val MAE" in out and "device cpu" in out
     assert ".py:" not in out, out
+
+
+def test_compare_says_when_a_sweep_is_of_other_weights_than_the_final_metrics(tmp_path,
+                                                                                capsys):
+    """A sweep made at step 2, then the run resumed to step 3: compare showed the sweep
+    beside the step-3 metrics without saying so."""
+    root = str(tmp_path)
+    tiny = ["--resolution", "16", "--batch-size", "4", "--val-size", "8", "--device", "cpu",
+            "--quiet"]
+    assert main(["--store", root, "train", "--steps", "2", *tiny]) == 0
+    assert main(["--store", root, "train", "--steps", "2", *tiny]) == 0
+    first, second = [r.id for r in RunStore(root).list_runs()][::-1]
+    for rid in (first, second):
+        assert main(["--store", root, "sweep", rid[:8], "--resolutions", "16,24", "--n",
+                     "8"]) == 0
+    assert main(["--store", root, "resume", first[:8], "--steps", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--store", root, "compare", first[:8], second[:8]]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"note: {first[:8]}'s resolution sweep is of step 2, its final metrics of step "
+            f"3: `cnnprobe sweep {first[:8]} --kind resolution` sweeps it again") in out
+    assert f"note: {second[:8]}" not in out and "last @ 2" in out
