@@ -14,6 +14,9 @@ WEIGHTS = ("last", "best")
 # One default everywhere (CLI eval/sweep/inspect/finetune, TUI, exports): the final
 # metrics are those of the last weights, so a sweep of "the run" uses them too.
 DEFAULT_WEIGHTS = "last"
+# Which weights a command on a stored run uses, in words (the TUI's dialogs say it).
+WEIGHT_WORDS = {"last": "its last weights (those of its final metrics)",
+                "best": "its best checkpoint (lowest validation MAE)"}
 BATCHNORM = ("recalibrated", "running", "none")
 INPUT_NORMS = ("none", "task", "imagenet")
 

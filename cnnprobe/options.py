@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from cnnprobe.config import (
     REGIONS,
+    ConfigError,
     RunConfig,
     Setting,
     setting,
@@ -91,6 +92,32 @@ class FinetuneOptions:
                                label="learning rate")
     which: str = setting(DEFAULT_WEIGHTS, WHICH_HELP, choices=WEIGHTS, label="weights")
     device: str | None = setting(None, f"{DEVICE_HELP} (default: the run's)")
+
+
+RESOLUTIONS_ALLOWED = "sizes like 64,96,128 or start:stop:step like 64:256:16"
+
+
+def parse_resolutions(text: str) -> list[int]:
+    """A resolution list as the CLI's --resolutions and the TUI's sweep dialog read it:
+    '64,96,128', 'start:stop:step' (stop included when on the step; step 1 when left
+    out), or a mix; ConfigError (field `resolutions`) otherwise."""
+    values: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if ":" in part:
+                bits = [int(b) for b in part.split(":")]
+                if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] < 1):
+                    raise ValueError
+                start, stop, step = bits[0], bits[1], bits[2] if len(bits) == 3 else 1
+                values += range(start, stop + 1, step)
+            elif part:
+                values.append(int(part))
+    except ValueError:
+        raise ConfigError("resolutions", text, RESOLUTIONS_ALLOWED) from None
+    if not values or min(values) < 1:
+        raise ConfigError("resolutions", text, "at least one size of 1 or more, e.g. "
+                          "64:256:16")
+    return values
 
 
 COMMANDS: dict[str, type] = {"eval": EvaluateOptions, "sweep": SweepOptions,

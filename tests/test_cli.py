@@ -492,3 +492,51 @@ def test_the_damaged_checkpoint_hints_work_when_followed(root, capsys):
     code, out, err = run(capsys, root, "eval", rid)
     assert code == 1 and err.strip().endswith("--which best")
     assert run(capsys, root, "eval", rid, "--which", "best")[0] == 0
+
+
+@pytest.mark.parametrize("command", ["train", "resume", "finetune"])
+def test_allow_slow_help_gives_the_step_time_the_readme_gives(command, capsys):
+    """--help said a step "would take minutes", the README "over 30 s": one number."""
+    from pathlib import Path
+
+    from cnnprobe.admission import SLOW_STEP_S
+
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    words = f"would take over {SLOW_STEP_S:.0f} s on the CPU"
+    assert words in text
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"would take over {SLOW_STEP_S:.0f} s on the CPU" in readme
+
+
+def test_progress_lines_do_not_name_the_source_line(tmp_path, capsys):
+    """The device and validation lines ended in `training.py:71`, where they were logged."""
+    assert main(["--store", str(tmp_path), "train", "--steps", "2", "--resolution", "16",
+                 "--batch-size", "4", "--val-size", "8", "--eval-every", "1",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "val MAE" in out and "device cpu" in out
+    assert ".py:" not in out, out
+
+
+def test_compare_says_when_a_sweep_is_of_other_weights_than_the_final_metrics(tmp_path,
+                                                                                capsys):
+    """A sweep made at step 2, then the run resumed to step 3: compare showed the sweep
+    beside the step-3 metrics without saying so."""
+    root = str(tmp_path)
+    tiny = ["--resolution", "16", "--batch-size", "4", "--val-size", "8", "--device", "cpu",
+            "--quiet"]
+    assert main(["--store", root, "train", "--steps", "2", *tiny]) == 0
+    assert main(["--store", root, "train", "--steps", "2", *tiny]) == 0
+    first, second = [r.id for r in RunStore(root).list_runs()][::-1]
+    for rid in (first, second):
+        assert main(["--store", root, "sweep", rid[:8], "--resolutions", "16,24", "--n",
+                     "8"]) == 0
+    assert main(["--store", root, "resume", first[:8], "--steps", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["--store", root, "compare", first[:8], second[:8]]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (f"note: {first[:8]}'s resolution sweep is of step 2, its final metrics of step "
+            f"3: `cnnprobe sweep {first[:8]} --kind resolution` sweeps it again") in out
+    assert f"note: {second[:8]}" not in out and "last @ 2" in out

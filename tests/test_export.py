@@ -93,6 +93,10 @@ def test_csv_export_reads_back(stored, tmp_path):
     assert preds["prediction"].to_numpy() == pytest.approx(store.predictions(run_id)[0])
     sweeps = pd.read_csv(tmp_path / "out-sweeps.csv")
     assert list(sweeps["value"]) == [16, 32] and set(sweeps["kind"]) == {"resolution"}
+    # Counts as whole numbers: `n` was written 512.0.
+    text = (tmp_path / "out-sweeps.csv").read_text().splitlines()
+    n = text[0].split(",").index("n")
+    assert all(line.split(",")[n].isdigit() for line in text[1:]), text
 
 
 def test_comparison_shows_only_differences_then_metrics(stored, tmp_path):

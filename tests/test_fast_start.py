@@ -157,9 +157,12 @@ def test_runs_table_shows_the_newest_hundred_and_says_how_to_see_all(tmp_path, c
     out = capsys.readouterr().out
     assert "fake-0102" in out and "fake-0003" in out and "fake-0002" not in out
     assert "the newest 100 of 103 runs; --limit N for more, --limit 0 for all" in out
+    assert "103 runs in " in out  # the count is said in the title
     assert main(["--store", str(root), "runs", "--limit", "0"]) == 0
     out = capsys.readouterr().out
     assert "fake-0000" in out and "newest" not in out.splitlines()[-1]
+    assert main(["--store", str(root), "runs", "--filter", "fake-0001"]) == 0
+    assert "1 run matching in " in capsys.readouterr().out  # said below 100 too
     assert main(["--store", str(root), "runs", "--limit", "-1"]) == 2
     assert "--limit=-1 is not allowed" in capsys.readouterr().err
 

@@ -516,3 +516,13 @@ def test_seednet_gradients_match_the_notebook_net():
     for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6), name
     assert ours.preconv1.weight.grad.abs().sum() > 0  # the preconv really gets a gradient
+
+
+def test_seednet_description_says_its_preconv_trains_by_default():
+    """It said "fixed 1x1 preconv" while the default (freeze_preconv off) trains it."""
+    from cnnprobe.config import ModelConfig
+    from cnnprobe.models import MODELS
+
+    assert ModelConfig().freeze_preconv is False
+    text = MODELS["seednet"].description
+    assert "fixed" not in text and "preconv (trained" in text

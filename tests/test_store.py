@@ -25,7 +25,9 @@ def test_create_get_and_list_newest_first(tmp_path):
     assert (rec.name, rec.status, rec.tags, rec.note) == ("a", "running", ["x"], "first")
     assert rec.config == _cfg() and rec.seed == 0 and rec.kind == "train"
     assert rec.versions["torch"] and rec.versions["cnnprobe"]
-    assert store.get(b).name == "area-plaincnn-48"  # the default name says what it is
+    # The default name says what it is, and four characters of its id tell apart runs
+    # of one setup (four runs called distance-seednet-64 made `show NAME` ambiguous).
+    assert store.get(b).name == f"area-plaincnn-48-{b[:4]}"
     assert [r.id for r in store.list_runs()] == [b, a]
     assert [r.id for r in store.list_runs(task="area")] == [b]
     assert [r.id for r in store.list_runs(model="seednet")] == [a]
@@ -33,6 +35,9 @@ def test_create_get_and_list_newest_first(tmp_path):
     assert [r.id for r in store.list_runs(tag="x")] == [b, a]
     assert store.list_runs(status="finished") == []
     assert (tmp_path / "cnnprobe.db").is_file() and (tmp_path / a).is_dir()
+    twins = [store.create_run(_cfg("area", "plaincnn", 48)) for _ in range(3)]
+    assert len({store.get(t).name for t in [b, *twins]}) == 4
+    assert store.resolve(store.get(twins[0]).name) == twins[0]
 
 
 def test_a_listed_run_says_whether_it_was_named_without_parsing_its_config(tmp_path):
@@ -44,6 +49,8 @@ def test_a_listed_run_says_whether_it_was_named_without_parsing_its_config(tmp_p
     listed = {r.id: r for r in store.list_runs()}
     assert listed[named].has_given_name and not listed[plain].has_given_name
     assert listed[rect].has_given_name
+    old = store.create_run(_cfg("area", "plaincnn", 48), name="area-plaincnn-48")
+    assert not store.get(old).has_given_name  # named as before the id's suffix
     assert all("config" not in r.__dict__ for r in listed.values())  # the runs table's cost
     assert store.get(named).has_given_name and not store.get(plain).has_given_name
 

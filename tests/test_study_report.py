@@ -105,6 +105,25 @@ def test_show_prints_sweep_tables_and_plots(study, capsys):
     assert data["sweep_metrics"] == {"resolution": "mae", "distractors": "mae"}
 
 
+@pytest.mark.parametrize("columns", [80, 250])
+def test_show_names_every_variant_whole_with_the_mean_guess(study, monkeypatch, capsys,
+                                                            columns):
+    """Labels cut to `seednet-p…` cannot be told apart: at 80 columns each variant gets a
+    short key named once above the tables; mean_guess_mae (the README promises it) is a
+    column."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["--store", str(study), *SHOW, "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for label in study_report(RunStore(study), _plan()).runs:
+        whole = [line for line in lines if line.endswith(f"  {label}")] if columns == 80 \
+            else [line for line in lines if line.startswith(f"│ {label} ")]
+        assert whole, label
+    assert not any("…" in line.split("│")[1] for line in lines if line.startswith("│"))
+    assert ("variants:" in out) == (columns == 80)
+    assert ("mean_guess_mae" if columns == 250 else "mean_gu") in out
+
+
 def test_export_writes_md_json_and_csv(study, tmp_path, capsys):
     out = tmp_path / "out"
     report = study_report(RunStore(study), _plan(),
@@ -176,6 +195,28 @@ def test_a_bad_study_export_is_one_line(tmp_path, monkeypatch, capsys, argv, cod
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0], err
     assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("argv,code,words", [
+    # No --scale: the only scale stored is shown, and said so.
+    (["study", "show", "resolution", "--no-plots"], 0,
+     "no trials at the default --scale cpu; showing its only stored scale, smoke (12"),
+    # A scale asked for that the store does not hold: the one that it does, and the flag.
+    (["study", "show", "resolution", "--scale", "cpu"], 1,
+     "no trials at --scale cpu; the store holds it at smoke (12 trials): pass --scale smoke"),
+    (["study", "export", "resolution", "--scale", "full"], 1,
+     "no trials at --scale full; the store holds it at smoke (12 trials): pass --scale "
+     "smoke"),
+])
+def test_study_show_names_the_scale_the_store_holds(study, tmp_path, monkeypatch, capsys,
+                                                    argv, code, words):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--store", str(study), *argv]) == code
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    if code == 0:
+        assert "trials not run yet" not in captured.out and "none yet" not in captured.out
 
 
 def test_a_bad_export_format_is_a_usage_error(capsys):

@@ -114,6 +114,21 @@ def test_a_bad_plan_file_is_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "axis 1 (model.pool): values" in err[0]
 
 
+def test_each_trial_line_gives_the_study_s_metric_or_nothing(tmp_path, capsys):
+    """position's metric, heldout_mae, comes from a held-out evaluation the trial stores
+    after training: each trial's line gives it (it said `(heldout_mae -)` for every trial,
+    as `resolution_ratio -` before); a number the trial cannot have is left out."""
+    root = str(tmp_path / "store")
+    assert main(["--store", root, "study", "run", "position", "--scale", "smoke", "--seeds",
+                 "1"]) == 0
+    out = capsys.readouterr().out
+    assert "study position: 6 variants × 1 seed = 6 trials" in out  # not "1 seeds"
+    lines = [line for line in out.splitlines() if " seed 0: " in line]
+    assert len(lines) == 6 and all(" -)" not in line for line in lines)
+    assert all(line.startswith(f"[{i}/6]") and "finished (heldout_mae " in line
+               for i, line in enumerate(lines, 1)), lines
+
+
 def test_study_list_and_rm(tmp_path, capsys):
     root = str(tmp_path / "store")
     store = RunStore(root)
@@ -121,7 +136,9 @@ def test_study_list_and_rm(tmp_path, capsys):
     unrelated = len(store.list_runs())
     assert main(["--store", root, "study", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"study": "distractors", "trials": {"finished": 2}}]
+        {"study": "distractors", "trials": {"finished": 2}, "scales": {"smoke": 2}}]
+    assert main(["--store", root, "study", "list"]) == 0  # which --scale shows it
+    assert "│ distractors │ smoke │" in capsys.readouterr().out
     assert main(["--store", root, "study", "rm", "distractors"]) == 1  # no terminal, no --yes
     assert "pass --yes" in capsys.readouterr().err
     assert len(store.list_runs()) == unrelated

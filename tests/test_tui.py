@@ -230,6 +230,23 @@ async def test_resolution_sweep_draws_one_point_per_resolution(store_dir):
         assert f"resolution sweep of {run_id[:8]}: 3 points" in app.log_pane.text()
 
 
+async def test_sweep_dialog_reads_sizes_as_the_cli_does(store_dir):
+    """One syntax for a resolution list: the dialog offered and read 64-254:10 while the
+    CLI reads 64:254:10; now both read start:stop:step."""
+    run_id = stored_run(store_dir)
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", "s")
+        await pilot.pause()
+        default = app.screen.query_one("#f-resolutions", Field).query_one(Input).value
+        assert default == "16:64:4"  # half to twice the 32 px it was trained at
+        await pilot.press("ctrl+u", *"16:32:8", "tab", "ctrl+u", *"32", "enter")
+        await settle(app, pilot)
+        with RunStore(store_dir) as store:
+            assert store.sweep(run_id, "resolution").table["resolution"].tolist() == [16, 24, 32]
+
+
 async def test_distractor_sweep_and_errors_plot(store_dir):
     run_id = stored_run(store_dir)
     app = CnnprobeApp(store_dir, watch_store=False)
@@ -295,6 +312,35 @@ async def test_finetune_dialog_marks_a_bad_size_at_the_field(store_dir):
         await pilot.press("escape")
         await settle(app, pilot)
         assert len(records(store_dir)) == 1
+
+
+@pytest.mark.parametrize("key,words", [
+    ("s", "at its last weights (those of its final metrics)"),  # it said "best checkpoint"
+    ("f", "starts from {id}'s last weights (those of its final metrics)"),
+])
+async def test_sweep_and_finetune_dialogs_say_which_weights(store_dir, key, words):
+    run_id = stored_run(store_dir)
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", key)
+        await pilot.pause()
+        body = app.screen.body  # the dialog's text above its fields
+        assert words.format(id=run_id[:8]) in body and "best" not in body
+        await pilot.press("escape")
+
+
+@pytest.mark.parametrize("key,words", [
+    ("b", "select a run in Runs (4) to pin it as the Compare baseline"),  # "... baseline it"
+    ("s", "select a run in Runs (4) to sweep it"),
+])
+async def test_a_key_without_a_selected_run_says_what_to_do(store_dir, key, words):
+    app = CnnprobeApp(store_dir, watch_store=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("4", key)
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == [words]
 
 
 async def test_delete_asks_first_and_escape_keeps_the_run(store_dir):

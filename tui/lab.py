@@ -341,14 +341,17 @@ class LabController:
 
     # -- run actions on the selected run
     def selected_record(self, verb: str, *, idle: bool = True):
+        """The selected run, or None with a line that says what to do; `verb` is what to
+        do to it ("sweep"), with {it} where the run goes when not at the end."""
         run_id = self.app.runs.selected_id
         rec = self.app.runs.record(run_id) if run_id else None
+        todo = verb.format(it="it") if "{it}" in verb else f"{verb} it"
         if rec is None:
-            self.app.notify(f"select a run in Runs (4) to {verb} it", severity="warning", timeout=3)
+            self.app.notify(f"select a run in Runs (4) to {todo}", severity="warning", timeout=3)
             return None
         if idle and (rec.status == "running" or self.live_job(rec.id)):
-            self.app.notify(f"{rec.id[:8]} is still running: stop it (ctrl+s) or wait to {verb} it",
-                        severity="warning", timeout=4)
+            self.app.notify(f"{rec.id[:8]} is still running: stop it (ctrl+s) or wait to {todo}",
+                            severity="warning", timeout=4)
             return None
         return rec
 
@@ -527,7 +530,7 @@ class LabController:
 
     def baseline(self) -> None:
         """Pin the selected run as the baseline Compare draws the others against, or unpin."""
-        rec = self.selected_record("pin as the Compare baseline", idle=False)
+        rec = self.selected_record("pin {it} as the Compare baseline", idle=False)
         if rec is None:
             return
         marks = self.lab.marks

@@ -164,7 +164,8 @@ def _main(argv: list[str] | None) -> int:
     if args.store is not None and not args.store.strip():  # `--store "$UNSET_VAR"`
         return _fail(f"--store {args.store!r} is empty: give a folder, or leave --store out "
                      "for $CNNPROBE_STORE or ./checkpoints", 2)
-    console = Console(stderr=bool(getattr(args, "json", False)))
+    # log_path off: a progress line is not followed by `training.py:71` (where it was made)
+    console = Console(stderr=bool(getattr(args, "json", False)), log_path=False)
     try:
         store = None
         if getattr(args, "needs_store", True):

@@ -17,6 +17,7 @@ from cnnprobe.cli.tables import (
     print_json,
 )
 from cnnprobe.cli.training import first_ctrl_c_cancels
+from cnnprobe.config import ConfigError
 from cnnprobe.measurement import describe
 from cnnprobe.store import RunStore
 
@@ -24,25 +25,13 @@ RUN_HELP = RUN_REF_HELP
 
 
 def parse_resolutions(text: str) -> list[int]:
-    """'64,96,128', 'start:stop:step' (stop included when on the step), or a mix of both."""
-    values: list[int] = []
+    """--resolutions: options.parse_resolutions, refused as a usage error."""
+    from cnnprobe.options import parse_resolutions as parse
+
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if ":" in part:
-                bits = [int(b) for b in part.split(":")]
-                if len(bits) not in (2, 3) or (len(bits) == 3 and bits[2] < 1):
-                    raise ValueError
-                start, stop, step = bits[0], bits[1], bits[2] if len(bits) == 3 else 1
-                values += range(start, stop + 1, step)
-            elif part:
-                values.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give sizes like 64,96,128 or start:stop:step like 64:256:16") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one size of 1 or more")
-    return values
+        return parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {exc.allowed}") from None
 
 
 def cmd_eval(args: argparse.Namespace, console: Console, store: RunStore) -> int:

@@ -77,7 +77,18 @@ def cmd_compare(args: argparse.Namespace, console: Console, store: RunStore) -> 
             sweep.add_column(r["id"][:8], justify="right")
         for value in sorted(by_value, key=float):
             sweep.add_row(value, *(num(by_value[value].get(r["id"])) for r in runs))
+        measured = comp.get("sweep_measured", {}).get(kind, {})
+        sweep.add_row("measured with", *(literal(describe_short(measured[r["id"]]))
+                                         if r["id"] in measured else "-" for r in runs))
         console.print(sweep)
+        for r in runs:  # a sweep made before a resume is not of the final metrics' weights
+            at = (measured.get(r["id"]) or {}).get("step")
+            final = (r.get("measured") or {}).get("step")
+            if at is not None and final is not None and at != final:
+                short = r["id"][:8]
+                console.print(f"note: {short}'s {kind} sweep is of step {at}, its final "
+                              f"metrics of step {final}: `cnnprobe sweep {short} --kind {kind}` "
+                              "sweeps it again", highlight=False, markup=False)
     return 0
 
 

@@ -22,7 +22,7 @@ from cnnprobe.cli.tables import (
 )
 from cnnprobe.config import ConfigError, RunConfig
 from cnnprobe.measurement import best_of, describe
-from cnnprobe.report.formatting import ago, duration, num
+from cnnprobe.report.formatting import ago, counted, duration, num
 from cnnprobe.shown import shown
 from cnnprobe.store import STATUSES, RunStore, StoreError
 
@@ -56,7 +56,13 @@ def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int
             (args.task, args.model, args.status, args.tag, args.filter))
             else " yet: `cnnprobe train`"))
     else:
-        console.print(runs_table(records, f"runs in {store.path} (newest first)"))
+        if total is None:  # how many there are, said always (not only past 100)
+            total = len(records) if limit is None or len(records) < limit else \
+                store.count_runs(**filters)
+        matching = " matching" if any((args.task, args.model, args.status, args.tag,
+                                        args.filter)) else ""
+        console.print(runs_table(records, f"{counted(total, 'run')}{matching} in "
+                                          f"{store.path} (newest first)"))
         console.print("MAE: each run's final validation with the weights, BatchNorm "
                       "statistics and input normalisation its record names (`cnnprobe show "
                       "RUN`)" + ("; * the best validation MAE so far of a run that did not "
@@ -65,7 +71,6 @@ def cmd_runs(args: argparse.Namespace, console: Console, store: RunStore) -> int
                                      for r in records) else ""),
                       style="dim", highlight=False)
         if args.limit is None and len(records) == limit:
-            total = store.count_runs(**filters) if total is None else total
             if total > limit:
                 console.print(f"the newest {limit} of {total:,} runs; --limit N for more, "
                               "--limit 0 for all", style="dim", highlight=False)

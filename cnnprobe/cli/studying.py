@@ -16,7 +16,7 @@ from cnnprobe.cli.records import confirm_delete
 from cnnprobe.cli.tables import literal, print_json, warn
 from cnnprobe.cli.training import first_ctrl_c_cancels, stopped_line
 from cnnprobe.config import ConfigError
-from cnnprobe.report.formatting import num
+from cnnprobe.report.formatting import counted, num
 from cnnprobe.shown import shown
 from cnnprobe.stopping import exit_code
 from cnnprobe.store import RunStore, StoreError
@@ -82,8 +82,9 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
     plan = _plan(args)  # a bad plan stops here, before anything is stored
     trials = plan.trials()
     if not args.json:
-        console.print(f"study [bold]{literal(plan.name)}[/bold]: {len(plan.variants)} "
-                      f"variants × {len(plan.seeds)} seeds = {len(trials)} trials "
+        console.print(f"study [bold]{literal(plan.name)}[/bold]: "
+                      f"{counted(len(plan.variants), 'variant')} × "
+                      f"{counted(len(plan.seeds), 'seed')} = {counted(len(trials), 'trial')} "
                       f"({literal(plan.source)})",
                       highlight=False)
     if not _confirm_size(args, console, store, plan):
@@ -121,11 +122,10 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
             done[0] += 1
             bar.update(task, trials=f"{done[0]}/{len(trials)} trials")
             if not args.json and what != "kept":
-                mae = num(rec.metrics.get(plan.metric)) if rec is not None and rec.metrics \
-                    else "-"
+                value = _trial_metric(store, rec, plan.metric)
+                number = f" ({plan.metric} {num(value)})" if value is not None else ""
                 console.print(f"[{done[0]}/{len(trials)}] {shown(trial.variant)} seed "
-                              f"{trial.seed}: {what} ({plan.metric} {mae})", highlight=False,
-                              markup=False)
+                              f"{trial.seed}: {what}{number}", highlight=False, markup=False)
 
         def on_step(trial, step: int, total: int) -> None:
             steps[trial.key] = step
@@ -160,6 +160,18 @@ def cmd_study_run(args: argparse.Namespace, console: Console, store: RunStore) -
         if line:
             console.print(line, highlight=False, markup=False)
     return exit_code(cancel.signum or signal.SIGINT) if progress.cancelled else 0
+
+
+def _trial_metric(store: RunStore, rec, metric: str) -> float | None:
+    """The study's metric of a finished trial, derived ones (resolution_ratio) included;
+    None when it has none (failed, stopped, or the number could not be made)."""
+    from cnnprobe.studies.stored import trial_metrics
+
+    if rec is None or rec.status != "finished":
+        return None
+    if rec.metrics and metric in rec.metrics:
+        return rec.metrics[metric]
+    return trial_metrics(store, rec, []).get(metric)
 
 
 def _confirm_size(args: argparse.Namespace, console: Console, store: RunStore, plan) -> bool:
@@ -198,6 +210,31 @@ def _command(args: argparse.Namespace, plan) -> str:
     return f"cnnprobe study run {plan.name} --scale {args.scale} --seeds {len(plan.seeds)}"
 
 
+def _pick_scale(args: argparse.Namespace, store: RunStore) -> None:
+    """`--scale` of a built-in study when not given: cpu, unless the store holds the study
+    at one other scale only (then that one, said in a line). A scale asked for without any
+    trials while the store holds others: one line naming them and the flag to pass."""
+    from cnnprobe.studies.stored import study_scales
+
+    given = args.scale is not None
+    args.scale = args.scale or "cpu"
+    if args.study.endswith(".toml"):
+        return
+    scales = study_scales(store, args.study)
+    if not scales or args.scale in scales:
+        return
+    held = ", ".join(f"{s} ({n} trials)" for s, n in scales.items())
+    if not given and len(scales) == 1:
+        args.scale = next(iter(scales))
+        warn(f"study {args.study} has no trials at the default --scale cpu; showing its "
+             f"only stored scale, {args.scale} ({scales[args.scale]} trials)")
+        return
+    how = " or ".join(f"--scale {s}" for s in scales)
+    raise StoreError(f"study {args.study} has no trials at --scale {args.scale}"
+                     f"{'' if given else ' (the default)'}; the store holds it at {held}: "
+                     f"pass {how}")
+
+
 def _report(args: argparse.Namespace, store: RunStore):
     from cnnprobe.studies.report import study_report
 
@@ -220,6 +257,7 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
         sweep_table_rows,
     )
 
+    _pick_scale(args, store)
     report = _report(args, store)
     data = report.as_dict()
     if args.json:
@@ -232,40 +270,58 @@ def cmd_study_show(args: argparse.Namespace, console: Console, store: RunStore) 
     metrics = [m for m in (report.metric, *SHOWN_METRICS)
                if any(m in ms for ms in report.variants.values())]
     metrics = list(dict.fromkeys(metrics))
-    table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
-    table.add_column("variant")
-    table.add_column("trials")
-    table.add_column("learned")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    for label, v in data["variants"].items():
-        status = ", ".join(f"{n} {s}" for s, n in sorted(v["statuses"].items()))
-        cells = []
-        for m in metrics:
-            s = v["metrics"].get(m)
-            cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
-        table.add_row(literal(label), literal(status) or "none yet", learned_cell(v), *cells,
-                      end_section=len(metrics) > 0)
-    console.print(table)
-    for kind in sweep_kinds(data):
-        header, rows = sweep_table_rows(data, kind)
-        sweep = Table(title=f"{kind} sweep: {data['sweep_metrics'][kind]}, mean ± SD (n)")
-        sweep.add_column("variant")
-        for h in header[1:]:
-            sweep.add_column(h, justify="right")
-        for row in rows:
-            sweep.add_row(*(literal(cell) for cell in row))
-        console.print(sweep)
-    settings = evaluation_settings(data)
-    if settings:
-        ev = Table(title="re-evaluations: mae, mean ± SD (n)")
-        ev.add_column("variant")
-        for setting in settings:
-            ev.add_column(setting, justify="right")
+
+    def tables(name, keyed: int | None = None) -> list[Table]:
+        """The report's tables, variants named by `name`; `keyed`: the keys' width."""
+        table = Table(title="mean ± SD over seeds (n), 95% interval of the mean")
+        table.add_column("variant", width=keyed)
+        table.add_column("trials")
+        table.add_column("learned")
+        for m in metrics:  # a long metric's name folds rather than loses its end
+            table.add_column(m, justify="right", overflow="fold")
         for label, v in data["variants"].items():
-            ev.add_row(literal(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
-                                for s in settings))
-        console.print(ev)
+            status = ", ".join(f"{n} {s}" for s, n in sorted(v["statuses"].items()))
+            cells = []
+            for m in metrics:
+                s = v["metrics"].get(m)
+                cells.append("-" if mean_sd(s) == "-" else f"{mean_sd(s)}\n{interval(s)}")
+            table.add_row(name(label), literal(status) or "none yet", learned_cell(v),
+                          *cells, end_section=len(metrics) > 0)
+        out = [table]
+        for kind in sweep_kinds(data):
+            header, rows = sweep_table_rows(data, kind)
+            sweep = Table(title=f"{kind} sweep: {data['sweep_metrics'][kind]}, mean ± SD (n)")
+            sweep.add_column("variant", width=keyed)
+            for h in header[1:]:
+                sweep.add_column(h, justify="right")
+            for row in rows:
+                sweep.add_row(name(row[0]), *(literal(cell) for cell in row[1:]))
+            out.append(sweep)
+        settings = evaluation_settings(data)
+        if settings:
+            ev = Table(title="re-evaluations: mae, mean ± SD (n)")
+            ev.add_column("variant", width=keyed)
+            for setting in settings:
+                ev.add_column(setting, justify="right")
+            for label, v in data["variants"].items():
+                ev.add_row(name(label), *(mean_sd(v["evaluations"].get(s, {}).get("mae"))
+                                          for s in settings))
+            out.append(ev)
+        return out
+
+    shown_tables = tables(literal)
+    wide = console.options.update_width(10_000)
+    if any(console.measure(t, options=wide).maximum > console.width for t in shown_tables):
+        # Labels cut to `name=dist…` cannot be told apart: a short key each, named once.
+        keys = {label: f"v{i}" for i, label in enumerate(data["variants"], 1)}
+        console.print("variants:", highlight=False)
+        for label, key in keys.items():
+            console.print(f"  {key:>{len(str(len(keys))) + 1}}  {shown(label)}",
+                          highlight=False, markup=False, soft_wrap=True)
+        shown_tables = tables(lambda label: keys.get(label, literal(label)),
+                              keyed=max(len("variant"), *map(len, keys.values())))
+    for table in shown_tables:
+        console.print(table)
     if report.missing:
         console.print(f"{report.missing} trials not run yet: `{report.command}` trains them",
                       highlight=False, markup=False)
@@ -285,6 +341,7 @@ def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore
     from cnnprobe.report.formatting import slug
     from cnnprobe.report.study import export_study
 
+    _pick_scale(args, store)
     report = _report(args, store)
     stem = f"study-{slug(report.name)}" + ("" if args.study.endswith(".toml") else
                                            f"-{args.scale}")
@@ -299,11 +356,13 @@ def cmd_study_export(args: argparse.Namespace, console: Console, store: RunStore
 
 
 def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) -> int:
-    from cnnprobe.studies.stored import stored_studies
+    from cnnprobe.studies.stored import stored_studies, study_scales
 
     studies = stored_studies(store)
+    scales = {s: study_scales(store, s) for s in studies}
     if args.json:
-        print_json([{"study": s, "trials": counts} for s, counts in studies.items()])
+        print_json([{"study": s, "trials": counts, "scales": scales[s]}
+                    for s, counts in studies.items()])
         return 0
     if not studies:
         console.print("no studies in this store: `cnnprobe study run pooling --scale smoke` "
@@ -311,10 +370,12 @@ def cmd_study_list(args: argparse.Namespace, console: Console, store: RunStore) 
         return 0
     table = Table(title=f"studies in {store.root}")
     table.add_column("study")
+    table.add_column("scale")
     table.add_column("trials", justify="right")
     table.add_column("by status")
     for name, counts in studies.items():
-        table.add_row(literal(name), str(sum(counts.values())),
+        table.add_row(literal(name), ", ".join(scales[name]) or "-",
+                      str(sum(counts.values())),
                       literal(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))))
     console.print(table)
     return 0
@@ -350,8 +411,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                               "write the report to a file (md, json or csv)")):
         v = verbs.add_parser(verb, parents=[common], help=text, description=text)
         v.add_argument("study", help=PLAN_HELP)
-        v.add_argument("--scale", choices=("smoke", "cpu", "full"), default="cpu",
-                       help="a built-in study's scale (default: cpu)")
+        v.add_argument("--scale", choices=("smoke", "cpu", "full"),
+                       default="cpu" if verb == "run" else None,
+                       help="a built-in study's scale (default: cpu" + (
+                           ")" if verb == "run" else ", or the only scale the store "
+                           "holds the study at)"))
         v.add_argument("--seeds", type=int, help="seeds per variant (default: the plan's)")
         if verb == "run":
             v.add_argument("--retry-failed", action="store_true",

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cnnprobe.admission import SLOW_STEP_S
 from cnnprobe.cli.flags import add_config_flags, add_option_flags, config_from_args, first_given
 from cnnprobe.cli.tables import RUN_REF_HELP, literal, metrics_table, print_json
 from cnnprobe.events import EvaluationEvent, RunStarted, StepEvent
@@ -197,6 +198,10 @@ def cmd_finetune(args: argparse.Namespace, console: Console, store: RunStore) ->
             device=args.device, on_created=created, allow_slow=args.allow_slow))
 
 
+SLOW_HELP = (f"start even when one training step would take over {SLOW_STEP_S:.0f} s on the "
+             "CPU (refused by default; the step is timed at small sizes first)")
+
+
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model on a probe task (recorded)",
                        description="Train a model on a probe task; the run is recorded in "
@@ -213,8 +218,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     add_option_flags(p, "resume")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--allow-slow", action="store_true",
-                   help="start even when one training step would take minutes on the CPU "
-                        "(refused by default; the step is timed at small sizes first)")
+                   help=SLOW_HELP)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("finetune", parents=[common],
@@ -230,10 +234,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", help="a name for the run (default: task-model-size)")
+    p.add_argument("--name", help="a name for the run (default: task-model-size-ID, ID the "
+                                  "first 4 characters of its id)")
     p.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="tag the run (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--allow-slow", action="store_true",
-                   help="start even when one training step would take minutes on the CPU "
-                        "(refused by default; the step is timed at small sizes first)")
+                   help=SLOW_HELP)

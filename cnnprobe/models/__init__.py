@@ -123,8 +123,9 @@ def _backbone(arch: str) -> Callable[[ModelConfig, int], nn.Module]:
 
 
 _SPECS = [
-    ModelSpec("seednet", "the seed notebook's Net: fixed 1x1 preconv, global max/min, 8 fc "
-              "layers (features scaled by 128)", _build_seednet, lambda cfg: 1, True, False,
+    ModelSpec("seednet", "the seed notebook's Net: 1x1 preconv (trained, as in the notebook, "
+              "unless freeze_preconv), global max/min, 8 fc layers (features scaled by 128)",
+              _build_seednet, lambda cfg: 1, True, False,
               _const(SEEDNET_FLOATS_PER_PIXEL),
               params=99_849),
     ModelSpec("coordmlp", "seednet's preconv and global max/min with normalized coordinate "

@@ -22,11 +22,21 @@ FORMATS = ("md", "json", "csv")
 
 
 # -- encodings
+# Counts: written as 512, not 512.0 (a column with a gap, or stored as float, is float).
+COUNT_COLUMNS = ("n", "value", "step", "index")
+
+
 def _csv(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     import pandas as pd
 
     buf = io.StringIO()
-    pd.DataFrame(rows, columns=columns).to_csv(buf, index=False)
+    frame = pd.DataFrame(rows, columns=columns)
+    for col in COUNT_COLUMNS:
+        if col in frame and frame[col].dtype.kind == "f":
+            values = frame[col].dropna()
+            if (values == values.round()).all():
+                frame[col] = frame[col].astype("Int64")
+    frame.to_csv(buf, index=False)
     return buf.getvalue()
 
 

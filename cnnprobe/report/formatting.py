@@ -44,6 +44,11 @@ def when(ts: float | None) -> str:
     return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def counted(n: int, word: str) -> str:
+    """'1 seed', '3 seeds': a count with its noun in the right number."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def num(value: Any, digits: int = 4) -> str:
     """A number for a terminal table: integers whole, others to `digits` significant."""
     if value is None:

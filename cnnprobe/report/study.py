@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnprobe.report.files import ExportError, targets, write_files
-from cnnprobe.report.formatting import num, slug, to_json
+from cnnprobe.report.formatting import counted, num, slug, to_json
 from cnnprobe.report.markdown import (
     PLOT_HEIGHT,
     PLOT_WIDTH,
@@ -29,7 +29,8 @@ from cnnprobe.shown import shown
 
 FORMATS = ("md", "json", "csv")
 # `study show`'s columns (beside the study's own metric)
-SHOWN_METRICS = ("mae", "rmse", "r2", "accuracy", "heldout_mae", "heldout_r2")
+SHOWN_METRICS = ("mae", "mean_guess_mae", "rmse", "r2", "accuracy", "heldout_mae",
+                 "heldout_mean_guess_mae", "heldout_r2")
 CSV_COLUMNS = ("variant", "kind", "point", "metric", "mean", "std", "n", "ci_low", "ci_high")
 MARKERS = "●■▲◆✚✖★◉▼◇"  # one per variant on a sweep plot (plotext draws no colour here)
 LABEL_WIDTH = 44  # longer variant labels in the error-bar plot lose their middle
@@ -224,10 +225,10 @@ def study_markdown(data: dict[str, Any]) -> str:
              f"**Question:** {md_line(data['question'] or '(none given)')}",
              *([f"**Design:** {md_line(data['controls'])}"] if data.get("controls") else []),
              f"Plan: {md_line(data.get('source') or 'built-in')}; "
-             f"{len(data['variants'])} variants × "
-             f"{len(seeds)} seeds ({', '.join(str(s) for s in seeds)}); the verdict compares "
-             f"`{metric}`. Each cell is the mean ± sample SD over the finished seeds (n), "
-             "with the t-based 95% interval of the mean."]
+             f"{counted(len(data['variants']), 'variant')} × "
+             f"{counted(len(seeds), 'seed')} ({', '.join(str(s) for s in seeds)}); the "
+             f"verdict compares `{metric}`. Each cell is the mean ± sample SD over the "
+             "finished seeds (n), with the t-based 95% interval of the mean."]
     if data.get("missing"):
         parts.append(f"{data['missing']} trials are not in the store yet: the numbers are "
                      "over the trials that are.")

@@ -76,12 +76,16 @@ def comparison(store: RunStore, run_ids: list[str]) -> dict[str, Any]:
                      "metrics": {k: rec.metrics.get(k) for k in metrics},
                      "measured": rec.measured, "best_val_mae": rec.best_val_mae})
     sweeps: dict[str, dict[str, dict[str, float]]] = {}
+    sweep_measured: dict[str, dict[str, Any]] = {}  # kind -> run id -> measured()
     for rec in records:
         for info in store.sweeps(rec.id):
             table = store.sweep_table(rec.id, info["kind"])  # the samples file is not needed
+            sweep_measured.setdefault(info["kind"], {})[rec.id] = info["options"].get(
+                "measured")
             col = sweeps.setdefault(info["kind"], {})
             for row in table.to_dict(orient="records"):
                 col.setdefault(str(row[info["kind"]]), {})[rec.id] = row["mae"]
     same = {k: configs[0].get(k) for k in keys if k not in differ}
     return {"format": COMPARISON_FORMAT, "differences": differ, "metric_names": metrics,
-            "common_config": same, "runs": runs, "sweep_mae": sweeps}
+            "common_config": same, "runs": runs, "sweep_mae": sweeps,
+            "sweep_measured": sweep_measured}

@@ -121,7 +121,7 @@ class RunStore(RunArtifacts, TrialClaims):
                       " height, width, seed, created_at, versions, total_steps, note, host, pid,"
                       " pid_token, heartbeat_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?,"
                       " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                      (run_id, name or default_name(config), kind, parent_id,
+                      (run_id, name or default_name(config, run_id), kind, parent_id,
                        json.dumps(config.to_dict()), t.name, config.model.name, t.height,
                        t.width, config.train.seed, now, json.dumps(run_provenance()),
                        config.train.total_steps, note, hostname(), pid, process_token(pid), now))

@@ -77,7 +77,8 @@ class RunRecord:
     def has_given_name(self) -> bool:
         """Whether the run was named, rather than called after its task, model and height
         (default_name); read from the listed columns, without parsing the config."""
-        return self.name != f"{self.task}-{self.model}-{self.resolution.split('x')[0]}"
+        return not is_default_name(self.name, self.task, self.model,
+                                   self.resolution.split("x")[0], self.id)
 
     @property
     def short_id(self) -> str:
@@ -169,8 +170,19 @@ class Checkpoint:
     path: Path | None = None
 
 
-def default_name(config: RunConfig) -> str:
-    return f"{config.task.name}-{config.model.name}-{config.task.height}"
+def default_name(config: RunConfig, run_id: str = "") -> str:
+    """A run's name when none is given: task, model and height, and the first four
+    characters of its id so that runs of one setup are told apart (`show NAME` is not
+    ambiguous). Runs stored before the suffix keep their names."""
+    base = f"{config.task.name}-{config.model.name}-{config.task.height}"
+    return f"{base}-{run_id[:4]}" if run_id else base
+
+
+def is_default_name(name: str, task: str, model: str, height: int | str,
+                    run_id: str = "") -> bool:
+    """Whether `name` is the one default_name made (with or without the id's suffix)."""
+    base = f"{task}-{model}-{height}"
+    return name == base or (bool(run_id) and name == f"{base}-{run_id[:4]}")
 
 
 def lenient_config(data: dict[str, Any]) -> tuple[RunConfig, str]:

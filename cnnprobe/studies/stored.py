@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnnprobe.config import ConfigError
 from cnnprobe.store import RunRecord, RunStore, UnreadableFile
 from cnnprobe.studies.trial import study_tag
 
@@ -89,3 +90,27 @@ def metric_prefix(options: dict[str, Any]) -> str | None:
     if options.get("quadrant") and options.get("region") == "heldout":
         return "heldout_"
     return None
+
+
+def study_scales(store: RunStore, name: str,
+                 stored: dict[str, RunRecord] | None = None) -> dict[str, int]:
+    """Of a built-in study, its stored trials by the scale whose plan names them (scales
+    without any left out); {} for a study that is not built in (a plan file's)."""
+    from cnnprobe.studies.builtin import BUILTIN, SCALES, builtin_plan
+
+    if name not in BUILTIN:
+        return {}
+    stored = trial_records(store, name) if stored is None else stored
+    if not stored:
+        return {}
+    seeds = min(max(rec.config.train.seed for rec in stored.values()) + 1, 100)
+    out: dict[str, int] = {}
+    for scale in SCALES:
+        try:
+            keys = {t.key for t in builtin_plan(name, scale, seeds=seeds).trials()}
+        except ConfigError:  # more trials than a plan may hold: not this scale's seeds
+            continue
+        found = sum(1 for key in stored if key in keys)
+        if found:
+            out[scale] = found
+    return out

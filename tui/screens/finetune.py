@@ -7,6 +7,7 @@ from typing import Any
 
 from cnnprobe.admission import admit
 from cnnprobe.config import ConfigError
+from cnnprobe.measurement import DEFAULT_WEIGHTS, WEIGHT_WORDS
 from cnnprobe.options import finetune_plan, option
 from tui.screens.form_dialog import FormDialog
 from tui.widgets.field import Field, option_field, text_input
@@ -24,7 +25,8 @@ class FinetuneScreen(FormDialog):
 
     def __init__(self, record: Any) -> None:
         cfg = record.config
-        super().__init__(f"A new run starts from the weights of {record.id[:8]} "
+        super().__init__(f"A new run starts from {record.id[:8]}'s "
+                         f"{WEIGHT_WORDS[DEFAULT_WEIGHTS].removeprefix('its ')} "
                          f"({cfg.task.name}/{cfg.model.name}, trained at "
                          f"{cfg.task.height}x{cfg.task.width}).")
         self.record = record

@@ -5,40 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from cnnprobe.config import DEFAULT_RESOLUTIONS, ConfigError
+from cnnprobe.measurement import DEFAULT_WEIGHTS, WEIGHT_WORDS
 from cnnprobe.models import MODELS
-from cnnprobe.options import SweepOptions, option
+from cnnprobe.options import SweepOptions, option, parse_resolutions
 from tui.screens.form_dialog import FormDialog
 from tui.widgets.field import Field, option_field, text_input
-
-
-def parse_resolutions(text: str) -> list[int]:
-    """"64-254:10" (a range, end included when on the step), "16,24,32", or a mix."""
-    out: list[int] = []
-    for token in text.replace(" ", "").split(","):
-        if not token:
-            continue
-        try:
-            if "-" in token:
-                span, _, step = token.partition(":")
-                lo, hi = (int(v) for v in span.split("-", 1))
-                out.extend(range(lo, hi + 1, int(step or 1)))
-            else:
-                out.append(int(token))
-        except ValueError:
-            raise ConfigError("resolutions", text,
-                              "sizes like 64-254:10 or 16,24,32") from None
-    if not out:
-        raise ConfigError("resolutions", text, "at least one size, e.g. 64-254:10")
-    return out
 
 
 def default_resolutions(trained_at: int, min_size: int) -> str:
     """The notebook's 64..254 for a 128 px run; else half to twice the training size."""
     if trained_at == 128:
-        return f"{DEFAULT_RESOLUTIONS[0]}-{DEFAULT_RESOLUTIONS[-1]}:10"
+        return f"{DEFAULT_RESOLUTIONS[0]}:{DEFAULT_RESOLUTIONS[-1]}:10"
     lo = max(min_size, 4, trained_at // 2)
     step = max(1, trained_at // 8)
-    return f"{lo}-{trained_at * 2}:{step}"
+    return f"{lo}:{trained_at * 2}:{step}"
 
 
 class SweepScreen(FormDialog):
@@ -52,7 +32,8 @@ class SweepScreen(FormDialog):
         cfg = record.config
         super().__init__(f"{record.id[:8]} ({record.task}/{record.model}, trained at "
                          f"{record.resolution} with {cfg.task.distractors} distractors), "
-                         "best checkpoint. The result is saved with the run.")
+                         f"at {WEIGHT_WORDS[DEFAULT_WEIGHTS]}. The result is saved with "
+                         "the run.")
 
     def fields(self) -> list[Field]:
         cfg = self.record.config
@@ -61,7 +42,8 @@ class SweepScreen(FormDialog):
             min_size = spec.min_size(cfg.model) if spec else 1
             first = Field("resolutions", option("sweep", "resolutions").label,
                           text_input(default_resolutions(cfg.task.height, min_size)), "str",
-                          help="square sizes: 64-254:10 or 16,24,32")
+                          help="square sizes: 64:254:10 or 16,24,32 (as the CLI's "
+                               "--resolutions)")
         else:
             first = option_field(option("sweep", "max_distractors"), SweepOptions.max_distractors)
         return [first, option_field(option("sweep", "n"), SweepOptions.n)]

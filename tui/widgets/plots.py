@@ -19,7 +19,7 @@ from textual_plotext import PlotextPlot
 
 from cnnprobe.measurement import describe_short
 from cnnprobe.shown import shown
-from cnnprobe.store.records import SWEEP_KINDS, default_name
+from cnnprobe.store.records import SWEEP_KINDS, is_default_name
 from tui.run_view import RunView, mae_curve, validation_curve
 
 SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.97, 0.99)
@@ -343,7 +343,8 @@ def compare_label(view: RunView) -> str:
     """A run in a legend: its id, and its name where one was given, else model and size."""
     c = view.config
     short = (view.run_id or "new")[:6]
-    if view.name and view.name != default_name(c):
+    if view.name and not is_default_name(view.name, c.task.name, c.model.name,
+                                         c.task.height, view.run_id or ""):
         return f"{short} {shown(view.name[:24])}"
     return f"{short} {c.model.name} {c.task.height}"
 
