@@ -27,8 +27,9 @@ from cnnprobe.studies.verdict import (
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-# Metrics without units: they compare across a study's pixel and normalized variants.
-UNITLESS = ("r2", "accuracy", "resolution_ratio", "resolution_min_r2")
+# Metrics without units compare across a study's pixel and normalized variants: R² and
+# accuracy (and metrics built on them, heldout_r2, resolution_min_r2) and this ratio.
+UNITLESS_SUFFIXES = ("r2", "accuracy", "resolution_ratio")
 STUDY_FORMAT = "cnnprobe.study/1"
 NOT_METRICS = ("n",)  # sample counts, not measurements
 
@@ -276,7 +277,7 @@ def study_report(store: RunStore, plan: StudyPlan, *, command: str = "") -> Stud
     labels = list(task_of)
     # Metrics of different tasks, or in other units (pixels vs normalized), are not
     # comparable: one verdict per group. Unitless metrics compare across units.
-    unitless = plan.metric in UNITLESS or plan.metric.endswith(("r2", "accuracy"))
+    unitless = plan.metric.endswith(UNITLESS_SUFFIXES)
     group_of = {label: task_of[label] if unitless or len(set(
         units_of.values())) == 1 else f"{task_of[label]}, {units_of[label]} units"
         for label in labels}
